@@ -1,0 +1,27 @@
+"""The platform family: the main product's test environments."""
+
+from marvin import ENVIRONMENT, VERSION, Text, command
+from marvin.actions.environments import create_environment
+
+DATASET = Text(pattern=r"^[a-z0-9][a-z0-9_-]{0,40}$", help="a dataset name such as small or full")
+
+
+@command(
+    "platform.create",
+    "create platform environment named {{ environment }}( with dataset {{ dataset }})?"
+    "( with version {{ requested_version='latest' }})",
+    description="Create a platform test environment (a CloudFormation stack)",
+    examples=[
+        "create platform environment named demo01",
+        "create platform environment named demo01 with dataset small with version 4.3",
+    ],
+    params={"environment": ENVIRONMENT, "dataset": DATASET, "requested_version": VERSION},
+    lock="environment",
+    ack="Creating platform environment {{environment}}",
+    result="Your requested workflow is complete.",
+)
+def create(ctx, environment: str, dataset: str | None = None, requested_version: str = "latest"):
+    summary = create_environment(
+        ctx, family="platform", environment=environment, dataset=dataset, version=requested_version
+    )
+    ctx.reply(summary)

@@ -1,0 +1,5 @@
+import sys
+
+from marvin.cli import main
+
+sys.exit(main())

@@ -1,0 +1,69 @@
+"""Build a Marvin from configuration: load commands, build and check the table, open state."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from typing import Any
+
+from marvin.app import Marvin
+from marvin.authz import Authorizer, LocalAuthorizer
+from marvin.builtins import HANDLERS
+from marvin.config import Config
+from marvin.loader import load_handlers
+from marvin.matcher import Matcher
+from marvin.registry import CommandTable, TableError
+from marvin.services import Services
+from marvin.store import Store
+from marvin.vocabulary import lint, load_verbs
+
+__all__ = ["build_table", "build_app", "lint_table"]
+
+
+def build_table(handlers: Iterable[Callable[..., Any]]) -> CommandTable:
+    """Built-ins plus ``handlers``; raises TableError for duplicates or ambiguous examples."""
+    table = CommandTable.build([*HANDLERS, *handlers])
+    Matcher(table).check_examples()
+    return table
+
+
+def lint_table(config: Config, table: CommandTable) -> list[str]:
+    return lint(table, load_verbs(config.file("vocabulary")))
+
+
+def load_table(config: Config, *, lint_mode: str | None = None) -> tuple[CommandTable, list[str]]:
+    folders = [config.root / p for p in config.get("commands.paths")]
+    table = build_table(load_handlers(folders))
+    problems = lint_table(config, table)
+    mode = lint_mode or config.get("commands.lint")
+    if problems and mode == "strict":
+        raise TableError(
+            "vocabulary lint failed (set commands.lint: warn to start anyway):\n"
+            + "\n".join(f"  {p}" for p in problems)
+        )
+    return table, problems if mode != "off" else []
+
+
+def default_authorizer(config: Config) -> Authorizer:
+    from marvin.security.directory import StaticDirectory
+
+    return LocalAuthorizer(StaticDirectory(config.root / "directory.yaml"))
+
+
+def build_app(
+    config: Config,
+    *,
+    table: CommandTable | None = None,
+    authorizer: Authorizer | None = None,
+    lint_mode: str | None = None,
+) -> Marvin:
+    if table is None:
+        table, _ = load_table(config, lint_mode=lint_mode)
+    return Marvin(
+        table,
+        store=Store(config.file("state.sqlite")),
+        authorizer=authorizer or default_authorizer(config),
+        services=Services(config),
+        workers=config.get("jobs.workers"),
+        queue_size=config.get("jobs.queue"),
+        intake_workers=config.get("jobs.intake_workers"),
+    )

@@ -1,0 +1,164 @@
+"""The ``marvin`` command: shell, run, commands, check, serve."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Sequence
+
+from marvin.config import ConfigError, load_config
+
+__all__ = ["main"]
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="marvin", description="Marvin, a ChatOps bot for Slack.")
+    p.add_argument(
+        "--config", help="configuration file (default: $MARVIN_CONFIG or config/marvin.yaml)"
+    )
+    sub = p.add_subparsers(dest="cmd", required=True)
+    sh = sub.add_parser("shell", help="a local console: each line is a chat message")
+    sh.add_argument("--as", dest="as_email", help="act as this email (default: shell.user)")
+    run = sub.add_parser(
+        "run", help="run a command by ref: marvin run platform.create environment=testing"
+    )
+    run.add_argument("ref")
+    run.add_argument("params", nargs="*", metavar="key=value")
+    run.add_argument("--as", dest="as_email", help="the operator's email (default: shell.user)")
+    run.add_argument("--yes", action="store_true", help="confirm commands that ask for it")
+    cm = sub.add_parser("commands", help="list the command table")
+    cm.add_argument(
+        "--lint", action="store_true", help="check the shared vocabulary; exit 1 on problems"
+    )
+    sub.add_parser("check", help="validate configuration and the command table")
+    sv = sub.add_parser(
+        "serve", help="connect to Slack (Socket Mode); the console without Slack tokens"
+    )
+    sv.add_argument("--health-port", type=int, help="answer /healthz on this port")
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    from marvin.logs import setup_logging
+    from marvin.registry import TableError
+
+    try:
+        config = load_config(args.config)
+        setup_logging(
+            json=args.cmd == "serve" and _slack_configured(), level=config.get("logging.level")
+        )
+        return _COMMANDS[args.cmd](config, args)
+    except (ConfigError, TableError) as exc:
+        print(f"marvin: {exc}", file=sys.stderr)
+        return 2
+
+
+def _slack_configured() -> bool:
+    return bool(os.environ.get("SLACK_BOT_TOKEN") and os.environ.get("SLACK_APP_TOKEN"))
+
+
+def _shell(config, args) -> int:  # noqa: ANN001
+    from marvin.app import local_user
+    from marvin.bootstrap import build_app
+    from marvin.console import run_console
+
+    app = build_app(config)
+    try:
+        return run_console(app, local_user(args.as_email or config.get("shell.user")))
+    finally:
+        app.shutdown(timeout=5)
+
+
+def _run(config, args) -> int:  # noqa: ANN001
+    from marvin.app import local_user
+    from marvin.bootstrap import build_app
+    from marvin.console import ConsoleResponder
+    from marvin.matcher import bind
+    from marvin.model import Message
+    from marvin.params import ParamError
+
+    app = build_app(config)
+    try:
+        cmd = app.table.get(args.ref)
+        if cmd is None:
+            close = [c.ref for c in app.table if c.spec.family == args.ref.split(".")[0]]
+            hint = f" Commands in that family: {', '.join(close)}." if close else ""
+            print(f"marvin: no command {args.ref!r}.{hint} See `marvin commands`.", file=sys.stderr)
+            return 2
+        values = {}
+        for item in args.params:
+            key, eq, value = item.partition("=")
+            if not eq or not key:
+                print(f"marvin: expected key=value, got {item!r}", file=sys.stderr)
+                return 2
+            values[key] = value
+        try:
+            params = bind(cmd, values)
+        except ParamError as exc:
+            print(f"marvin: {cmd.ref}: {exc}\nusage: {cmd.usage}", file=sys.stderr)
+            return 2
+        responder = ConsoleResponder(sys.stdout, sys.stderr, ask=lambda _p: bool(args.yes))
+        user = local_user(args.as_email or config.get("shell.user"), source="cli")
+        ex_id = app.dispatch(
+            Message(text=f"run {cmd.ref}", user=user, responder=responder), cmd, params
+        )
+        if ex_id is None:
+            return 0 if not responder.failed else 1
+        record = app.wait(ex_id)
+        return 0 if record and record["state"] == "succeeded" else 1
+    finally:
+        app.shutdown(timeout=5)
+
+
+def _commands(config, args) -> int:  # noqa: ANN001
+    from marvin.bootstrap import lint_table, load_table
+
+    table, _ = load_table(config, lint_mode="off")
+    for cmd in table:
+        flags = [
+            f
+            for f, on in (
+                ("confirm", cmd.spec.confirm),
+                ("mfa", cmd.spec.mfa),
+                ("cli-only", not cmd.spec.chat),
+            )
+            if on
+        ]
+        print(f"{cmd.ref:28} {cmd.usage}" + (f"  [{', '.join(flags)}]" if flags else ""))
+    if args.lint:
+        problems = lint_table(config, table)
+        for problem in problems:
+            print(f"lint: {problem}", file=sys.stderr)
+        print(f"{len(problems)} vocabulary problem(s)", file=sys.stderr)
+        return 1 if problems else 0
+    return 0
+
+
+def _check(config, args) -> int:  # noqa: ANN001
+    from marvin.bootstrap import load_table
+
+    table, problems = load_table(config)
+    for problem in problems:
+        print(f"lint warning: {problem}", file=sys.stderr)
+    print(f"{config.path}: OK; {len(table)} commands")
+    return 0
+
+
+def _serve(config, args) -> int:  # noqa: ANN001
+    if not _slack_configured():
+        print(
+            "No SLACK_BOT_TOKEN/SLACK_APP_TOKEN set: starting the local console instead.",
+            file=sys.stderr,
+        )
+        return _shell(config, argparse.Namespace(as_email=None))
+    from marvin.slack.serve import serve
+
+    return serve(config, args)
+
+
+_COMMANDS = {"shell": _shell, "run": _run, "commands": _commands, "check": _check, "serve": _serve}
+
+if __name__ == "__main__":
+    sys.exit(main())

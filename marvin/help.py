@@ -1,0 +1,90 @@
+"""``help`` text: one line per command grouped by family, or one command in full."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from marvin.grammar import usage
+from marvin.model import Reply
+from marvin.registry import Command
+
+__all__ = ["overview", "detail"]
+
+_MAX_BLOCK_TEXT = 2900  # Slack's limit for a section's text is 3,000 characters
+
+
+def _section(text: str) -> dict:
+    return {"type": "section", "text": {"type": "mrkdwn", "text": text}}
+
+
+def overview(commands: Iterable[Command], word: str | None = None) -> Reply:
+    """All commands (or those mentioning ``word``), grouped by family, one line each."""
+    groups: dict[str, list[Command]] = {}
+    for cmd in commands:
+        hay = f"{cmd.ref} {cmd.spec.description} {' '.join(cmd.spec.formats)}".lower()
+        if word is None or word.lower() in hay:
+            groups.setdefault(cmd.spec.family, []).append(cmd)
+    if not groups:
+        return Reply(f"No command matches `{word}`. Say `help` for the full list.")
+    lines: list[str] = []
+    blocks: list[dict] = []
+    for family in sorted(groups):
+        body = "\n".join(
+            f"• `{c.usage}` — {c.spec.description} _({c.ref})_" for c in groups[family]
+        )
+        lines.append(f"*{family}*\n{body}")
+        for chunk in _chunks(f"*{family}*\n{body}"):
+            blocks.append(_section(chunk))
+    tail = "Say `help <command ref>` (e.g. `help platform.create`) for parameters and examples."
+    lines.append(tail)
+    blocks.append({"type": "context", "elements": [{"type": "mrkdwn", "text": tail}]})
+    return Reply("\n\n".join(lines), blocks[:50])
+
+
+def detail(cmd: Command) -> Reply:
+    spec = cmd.spec
+    lines = [f"*{cmd.ref}* — {spec.description}", "Usage:"]
+    lines += [f"• `{usage(f)}`" for f in spec.formats]
+    if cmd.params:
+        lines.append("Parameters:")
+        for name, ptype in cmd.params.items():
+            if name in cmd.required:
+                note = "required"
+            else:
+                default = cmd.defaults.get(name)
+                note = "optional" if default is None else f"default `{default}`"
+            if ptype.secret:
+                note += ", secret"
+            lines.append(f"• `{name}` ({note}): {ptype.expected()}")
+    flags = [
+        label
+        for label, on in (
+            ("asks for confirmation", spec.confirm),
+            ("needs a second factor (Duo)", spec.mfa),
+            ("command line only", not spec.chat),
+        )
+        if on
+    ]
+    if spec.lock:
+        flags.append(f"one at a time per `{spec.lock}`")
+    if flags:
+        lines.append("Notes: " + "; ".join(flags) + ".")
+    lines.append("Examples:")
+    lines += [f"• `{e}`" for e in spec.examples]
+    lines.append(
+        f"From the command line: `marvin run {cmd.ref} "
+        + " ".join(f"{n}=..." for n in cmd.required)
+        + "`"
+    )
+    text = "\n".join(lines)
+    return Reply(text, [_section(c) for c in _chunks(text)])
+
+
+def _chunks(text: str) -> list[str]:
+    out, cur = [], ""
+    for line in text.split("\n"):
+        if cur and len(cur) + len(line) + 1 > _MAX_BLOCK_TEXT:
+            out.append(cur)
+            cur = ""
+        cur = f"{cur}\n{line}" if cur else line[:_MAX_BLOCK_TEXT]
+    return out + ([cur] if cur else [])

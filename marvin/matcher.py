@@ -1,0 +1,187 @@
+"""Text -> at most one command, with typed parameters.
+
+Formats are indexed by their leading literal words in a trie, so a message is tried only
+against formats whose fixed words it starts with; cost stays flat as the table grows.
+"""
+
+from __future__ import annotations
+
+import difflib
+from dataclasses import dataclass, field
+from typing import Any
+
+from marvin.grammar import Format, split_pairs
+from marvin.params import ParamError
+from marvin.registry import Command, CommandTable, TableError
+
+__all__ = ["Matcher", "Matched", "Unknown", "Ambiguous", "Invalid", "MatchResult", "bind"]
+
+
+@dataclass(frozen=True)
+class Matched:
+    command: Command
+    params: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class Unknown:
+    text: str
+    suggestions: tuple[str, ...]  # usage lines
+
+    def message(self) -> str:
+        lines = [f"I don't know that command: `{self.text}`."]
+        if self.suggestions:
+            lines.append("Did you mean:")
+            lines.extend(f"• `{s}`" for s in self.suggestions)
+        lines.append("Say `help` to see what I can do.")
+        return "\n".join(lines)
+
+
+@dataclass(frozen=True)
+class Ambiguous:
+    text: str
+    refs: tuple[str, ...]
+
+    def message(self) -> str:
+        return (
+            f"`{self.text}` matches more than one command ({', '.join(self.refs)}); "
+            "I won't guess. Please be more specific, or use `key=value` parameters."
+        )
+
+
+@dataclass(frozen=True)
+class Invalid:
+    command: Command
+    error: str
+
+    def message(self) -> str:
+        return (
+            f"`{self.command.ref}`: {self.error}\n"
+            f"Usage: `{self.command.usage}` (say `help {self.command.ref}` for details)"
+        )
+
+
+MatchResult = Matched | Unknown | Ambiguous | Invalid
+
+
+@dataclass
+class _Node:
+    children: dict[str, _Node] = field(default_factory=dict)
+    entries: list[tuple[Command, Format]] = field(default_factory=list)
+
+
+def bind(cmd: Command, values: dict[str, Any]) -> dict[str, Any]:
+    """Apply defaults and types to raw values; raise ParamError for the first bad one."""
+    unknown = [k for k in values if k not in cmd.params]
+    if unknown:
+        valid = ", ".join(cmd.params) or "none"
+        raise ParamError(unknown[0], f"is not a parameter of {cmd.ref}; valid parameters: {valid}")
+    out: dict[str, Any] = {}
+    for name, ptype in cmd.params.items():
+        if name in values:
+            out[name] = ptype.convert(name, values[name])
+        elif name in cmd.defaults:
+            default = cmd.defaults[name]
+            out[name] = default if default is None else ptype.convert(name, default)
+        else:
+            raise ParamError(name, f"is required; expected {ptype.expected()}")
+    return out
+
+
+class Matcher:
+    def __init__(self, table: CommandTable) -> None:
+        self._root = _Node()
+        for cmd in table:
+            for fmt in cmd.formats:
+                node = self._root
+                for word in fmt.prefix:
+                    node = node.children.setdefault(word, _Node())
+                node.entries.append((cmd, fmt))
+        self.table = table
+
+    def _candidates(self, text: str) -> list[tuple[Command, Format]]:
+        node, out = self._root, list(self._root.entries)
+        for word in text.lower().split():
+            node = node.children.get(word)  # type: ignore[assignment]
+            if node is None:
+                break
+            out.extend(node.entries)
+        return out
+
+    def _raw(self, text: str) -> tuple[list[tuple[Command, dict[str, str]]], dict[str, str]]:
+        """Every (command, values) whose format fits, trying trailing pairs first."""
+        rest, pairs = split_pairs(text) if "=" in text else (text, {})
+        cands = self._candidates(rest)
+        hits = _fits(cands, rest)
+        if not hits and pairs:
+            # "set key foo to a=b": the '=' may belong to a value; try the whole text too.
+            hits, pairs = _fits(self._candidates(text), text), {}
+        return hits, pairs
+
+    def match(self, text: str) -> MatchResult:
+        hits, pairs = self._raw(text)
+        refs = tuple(dict.fromkeys(cmd.ref for cmd, _ in hits))
+        if not hits:
+            return Unknown(text, self.suggest(text))
+        if len(refs) > 1:
+            return Ambiguous(text, refs)
+        cmd, values = hits[0]
+        values = {**values, **pairs}
+        try:
+            return Matched(cmd, bind(cmd, values))
+        except ParamError as exc:
+            return Invalid(cmd, str(exc))
+
+    def suggest(self, text: str, limit: int = 3) -> tuple[str, ...]:
+        """Close usages: walk the trie as far as the words allow (fixing typos on the way),
+        then rank what lies below by similarity. Cheap: never scans the whole table."""
+        node, words = self._root, text.lower().split()
+        for word in words:
+            nxt = node.children.get(word)
+            if nxt is None:
+                close = difflib.get_close_matches(word, list(node.children), n=1, cutoff=0.7)
+                if not close:
+                    break
+                nxt = node.children[close[0]]
+            node = nxt
+        pool: list[str] = []
+        stack = [node]
+        while stack and len(pool) < 200:
+            cur = stack.pop()
+            pool.extend(cmd.usage for cmd, _ in cur.entries)
+            stack.extend(cur.children.values())
+        if not words:
+            return ()
+        # Below a matched prefix any command is a fair guess; from the root, only close ones.
+        cutoff = 0.5 if node is self._root else 0.0
+        pool = list(dict.fromkeys(pool))
+        return tuple(difflib.get_close_matches(text, pool, n=limit, cutoff=cutoff))
+
+    def check_examples(self) -> None:
+        """Every example must run its own command and no other (caught at start-up)."""
+        for cmd in self.table:
+            for example in cmd.spec.examples:
+                hits, pairs = self._raw(example)
+                refs = list(dict.fromkeys(c.ref for c, _ in hits))
+                if cmd.ref not in refs:
+                    raise TableError(f"{cmd.ref}: example {example!r} does not match its formats")
+                others = [r for r in refs if r != cmd.ref]
+                if others:
+                    raise TableError(
+                        f"{cmd.ref}: example {example!r} also matches "
+                        f"{', '.join(others)}; make the formats distinct"
+                    )
+                values = next(v for c, v in hits if c.ref == cmd.ref)
+                try:
+                    bind(cmd, {**values, **pairs})
+                except ParamError as exc:
+                    raise TableError(f"{cmd.ref}: example {example!r} is invalid: {exc}") from None
+
+
+def _fits(cands: list[tuple[Command, Format]], text: str) -> list[tuple[Command, dict[str, str]]]:
+    out = []
+    for cmd, fmt in cands:
+        values = fmt.match(text)
+        if values is not None:
+            out.append((cmd, values))
+    return out

@@ -1,0 +1,168 @@
+"""Typed, validated command parameters.
+
+Values arrive as text (from chat or ``key=value`` on the CLI); a ``Param`` turns text into the
+value the handler receives, or raises ``ParamError`` saying which parameter and what was expected.
+Shared types such as ``ENVIRONMENT`` keep one vocabulary across command families.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass
+from typing import Any
+
+__all__ = [
+    "ParamError",
+    "Param",
+    "Text",
+    "Integer",
+    "Choice",
+    "Boolean",
+    "Json",
+    "ENVIRONMENT",
+    "VERSION",
+]
+
+
+class ParamError(ValueError):
+    """A parameter value is missing or invalid; the message is fit to show the user."""
+
+    def __init__(self, name: str, message: str) -> None:
+        super().__init__(f"{name}: {message}")
+        self.name = name
+
+
+@dataclass(frozen=True)
+class Param:
+    """Base type: any text. ``secret`` values are redacted in logs, audit and help."""
+
+    help: str = ""
+    secret: bool = False
+
+    def convert(self, name: str, raw: Any) -> Any:
+        if not isinstance(raw, str):
+            return raw  # a Python default from the handler signature
+        if not raw.strip():
+            raise ParamError(name, f"is empty; expected {self.expected()}")
+        return raw
+
+    def expected(self) -> str:
+        return self.help or "some text"
+
+
+@dataclass(frozen=True)
+class Text(Param):
+    pattern: str | None = None
+    max_length: int = 500
+
+    def __post_init__(self) -> None:
+        if self.pattern is not None:
+            re.compile(self.pattern)  # fail at import time, not on the first message
+
+    def convert(self, name: str, raw: Any) -> Any:
+        value = super().convert(name, raw)
+        if not isinstance(value, str):
+            return value
+        if len(value) > self.max_length:
+            raise ParamError(name, f"is longer than {self.max_length} characters")
+        if self.pattern is not None and not re.search(self.pattern, value):
+            raise ParamError(name, f"{_show(value)} is not valid; expected {self.expected()}")
+        return value
+
+    def expected(self) -> str:
+        if self.help:
+            return f"{self.help} (matching {self.pattern})" if self.pattern else self.help
+        return f"text matching {self.pattern}" if self.pattern else "some text"
+
+
+@dataclass(frozen=True)
+class Integer(Param):
+    min: int | None = None
+    max: int | None = None
+
+    def convert(self, name: str, raw: Any) -> Any:
+        value = super().convert(name, raw)
+        if isinstance(value, str):
+            try:
+                value = int(value.strip().replace("_", ""), 10)
+            except ValueError:
+                raise ParamError(name, f"{_show(raw)} is not a whole number") from None
+        if (self.min is not None and value < self.min) or (
+            self.max is not None and value > self.max
+        ):
+            raise ParamError(name, f"{value} is out of range; expected {self.expected()}")
+        return value
+
+    def expected(self) -> str:
+        lo = "" if self.min is None else str(self.min)
+        hi = "" if self.max is None else str(self.max)
+        rng = (
+            f" from {lo} to {hi}" if lo and hi else f" >= {lo}" if lo else f" <= {hi}" if hi else ""
+        )
+        return (self.help + ": " if self.help else "") + "a whole number" + rng
+
+
+@dataclass(frozen=True)
+class Choice(Param):
+    choices: tuple[str, ...] = ()
+
+    def convert(self, name: str, raw: Any) -> Any:
+        value = super().convert(name, raw)
+        if isinstance(value, str):
+            for choice in self.choices:
+                if value.lower() == choice.lower():
+                    return choice
+            raise ParamError(name, f"{_show(value)} is not one of {', '.join(self.choices)}")
+        return value
+
+    def expected(self) -> str:
+        return "one of " + ", ".join(self.choices)
+
+
+_TRUE = {"true", "yes", "on", "1", "y"}
+_FALSE = {"false", "no", "off", "0", "n"}
+
+
+@dataclass(frozen=True)
+class Boolean(Param):
+    def convert(self, name: str, raw: Any) -> Any:
+        value = super().convert(name, raw)
+        if isinstance(value, str):
+            low = value.strip().lower()
+            if low in _TRUE | _FALSE:
+                return low in _TRUE
+            raise ParamError(name, f"{_show(value)} is not yes/no (true/false, on/off)")
+        return value
+
+    def expected(self) -> str:
+        return "yes or no"
+
+
+@dataclass(frozen=True)
+class Json(Param):
+    def convert(self, name: str, raw: Any) -> Any:
+        value = super().convert(name, raw)
+        if isinstance(value, str):
+            try:
+                return json.loads(value)
+            except json.JSONDecodeError as exc:
+                raise ParamError(name, f"is not valid JSON ({exc.msg})") from None
+        return value
+
+    def expected(self) -> str:
+        return "a JSON value"
+
+
+def _show(value: Any) -> str:
+    text = str(value)
+    return repr(text if len(text) <= 60 else text[:57] + "...")
+
+
+ENVIRONMENT = Text(
+    pattern=r"^[a-z][a-z0-9-]{1,30}$",
+    help="an environment name: a lowercase letter, then 1-30 lowercase letters, digits or dashes",
+)
+VERSION = Text(
+    pattern=r"^(latest|[0-9][0-9A-Za-z.+-]{0,40})$", help="a version such as 4.3 or latest"
+)

@@ -1,0 +1,220 @@
+"""Durable state: executions and the audit trail, in SQLite with schema versioning.
+
+One connection guarded by a lock: writes are tiny and SQLite serialises them anyway, and WAL
+mode lets readers (``history``, ``jobs``) run beside them.
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+import sqlite3
+import threading
+import time
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+__all__ = ["Store", "new_execution_id", "TERMINAL", "redact"]
+
+TERMINAL = frozenset({"succeeded", "failed", "cancelled", "timed_out", "interrupted", "refused"})
+
+# Each entry upgrades the schema by one version; never edit a released entry, append one.
+MIGRATIONS: list[str] = [
+    """
+    CREATE TABLE executions (
+        id TEXT PRIMARY KEY,
+        ref TEXT NOT NULL,
+        params TEXT NOT NULL,
+        user_id TEXT NOT NULL,
+        email TEXT,
+        channel TEXT,
+        thread TEXT,
+        source TEXT NOT NULL,
+        state TEXT NOT NULL,
+        reason TEXT,
+        progress TEXT,
+        result TEXT,
+        pid INTEGER,
+        created_at REAL NOT NULL,
+        started_at REAL,
+        finished_at REAL
+    );
+    CREATE INDEX executions_user ON executions(user_id, created_at);
+    CREATE INDEX executions_state ON executions(state);
+    CREATE TABLE audit (
+        seq INTEGER PRIMARY KEY AUTOINCREMENT,
+        ts REAL NOT NULL,
+        event TEXT NOT NULL,
+        execution_id TEXT,
+        user_id TEXT,
+        email TEXT,
+        channel TEXT,
+        ref TEXT,
+        params TEXT,
+        detail TEXT
+    );
+    CREATE INDEX audit_execution ON audit(execution_id);
+    """,
+]
+
+
+def new_execution_id() -> str:
+    return "ex-" + secrets.token_hex(3)
+
+
+def redact(params: Mapping[str, Any], secret_names: frozenset[str] = frozenset()) -> dict:
+    return {k: ("***" if k in secret_names else v) for k, v in params.items()}
+
+
+class Store:
+    def __init__(self, path: str | Path) -> None:
+        self.path = str(path)
+        if self.path != ":memory:":
+            Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+        self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
+        self._db.row_factory = sqlite3.Row
+        self._lock = threading.Lock()
+        with self._lock:
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute("PRAGMA synchronous=NORMAL")
+            self._db.execute("PRAGMA busy_timeout=5000")
+            self._migrate()
+
+    def _migrate(self) -> None:
+        self._db.execute("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)")
+        row = self._db.execute("SELECT version FROM schema_version").fetchone()
+        version = row[0] if row else 0
+        if version > len(MIGRATIONS):
+            raise RuntimeError(f"{self.path}: schema version {version} is newer than this Marvin")
+        for n in range(version, len(MIGRATIONS)):
+            self._db.executescript("BEGIN;" + MIGRATIONS[n] + ";COMMIT;")
+            self._db.execute("DELETE FROM schema_version")
+            self._db.execute("INSERT INTO schema_version VALUES (?)", (n + 1,))
+
+    @property
+    def version(self) -> int:
+        return self._db.execute("SELECT version FROM schema_version").fetchone()[0]
+
+    def create_execution(
+        self,
+        *,
+        ref: str,
+        params: Mapping[str, Any],
+        user_id: str,
+        email: str | None,
+        channel: str | None,
+        thread: str | None,
+        source: str,
+        state: str = "queued",
+    ) -> str:
+        now = time.time()
+        for _ in range(20):
+            ex_id = new_execution_id()
+            try:
+                with self._lock:
+                    self._db.execute(
+                        "INSERT INTO executions (id, ref, params, user_id, email, channel, thread,"
+                        " source, state, created_at) VALUES (?,?,?,?,?,?,?,?,?,?)",
+                        (
+                            ex_id,
+                            ref,
+                            _json(params),
+                            user_id,
+                            email,
+                            channel,
+                            thread,
+                            source,
+                            state,
+                            now,
+                        ),
+                    )
+                return ex_id
+            except sqlite3.IntegrityError:
+                continue  # id collision: draw again
+        raise RuntimeError("could not allocate an execution id")
+
+    def update(self, ex_id: str, **fields: Any) -> None:
+        if not fields:
+            return
+        cols = ", ".join(f"{k} = ?" for k in fields)
+        with self._lock:
+            self._db.execute(
+                f"UPDATE executions SET {cols} WHERE id = ?", (*fields.values(), ex_id)
+            )
+
+    def get(self, ex_id: str) -> dict[str, Any] | None:
+        with self._lock:
+            row = self._db.execute("SELECT * FROM executions WHERE id = ?", (ex_id,)).fetchone()
+        return _row(row)
+
+    def recent(self, user_id: str | None = None, limit: int = 10) -> list[dict[str, Any]]:
+        sql, args = "SELECT * FROM executions", ()
+        if user_id is not None:
+            sql, args = sql + " WHERE user_id = ?", (user_id,)
+        with self._lock:
+            rows = self._db.execute(
+                sql + " ORDER BY created_at DESC LIMIT ?", (*args, limit)
+            ).fetchall()
+        return [_row(r) for r in rows]  # type: ignore[misc]
+
+    def in_states(self, *states: str) -> list[dict[str, Any]]:
+        marks = ",".join("?" * len(states))
+        with self._lock:
+            rows = self._db.execute(
+                f"SELECT * FROM executions WHERE state IN ({marks}) ORDER BY created_at", states
+            ).fetchall()
+        return [_row(r) for r in rows]  # type: ignore[misc]
+
+    def audit(
+        self,
+        event: str,
+        *,
+        execution_id: str | None = None,
+        user_id: str | None = None,
+        email: str | None = None,
+        channel: str | None = None,
+        ref: str | None = None,
+        params: Mapping[str, Any] | None = None,
+        detail: str | None = None,
+    ) -> None:
+        with self._lock:
+            self._db.execute(
+                "INSERT INTO audit (ts, event, execution_id, user_id, email, channel, ref,"
+                " params, detail) VALUES (?,?,?,?,?,?,?,?,?)",
+                (
+                    time.time(),
+                    event,
+                    execution_id,
+                    user_id,
+                    email,
+                    channel,
+                    ref,
+                    None if params is None else _json(params),
+                    detail,
+                ),
+            )
+
+    def audit_rows(self, execution_id: str | None = None) -> list[dict[str, Any]]:
+        sql, args = "SELECT * FROM audit", ()
+        if execution_id is not None:
+            sql, args = sql + " WHERE execution_id = ?", (execution_id,)
+        with self._lock:
+            rows = self._db.execute(sql + " ORDER BY seq", args).fetchall()
+        return [dict(r) for r in rows]
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
+
+
+def _json(value: Any) -> str:
+    return json.dumps(value, default=str, sort_keys=True)
+
+
+def _row(row: sqlite3.Row | None) -> dict[str, Any] | None:
+    if row is None:
+        return None
+    out = dict(row)
+    out["params"] = json.loads(out["params"])
+    return out
