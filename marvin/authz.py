@@ -7,7 +7,7 @@ and CLI: it trusts the operator's ``--as`` email and reads groups from the stati
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from typing import Any, Protocol
 
@@ -53,15 +53,29 @@ def chat_refusal(cmd: Command) -> Decision:
 
 
 class LocalAuthorizer:
-    """Embedded default: allow everything the command allows, groups from a static directory."""
+    """Embedded default: identity (hook), groups from a directory, every command allowed that
+    its own flags allow. The security layer replaces ``decide`` with policy."""
 
-    def __init__(self, directory: Any = None) -> None:
+    def __init__(
+        self, directory: Any = None, identity: Callable[[User], User] | None = None
+    ) -> None:
         self.directory = directory
+        self.identity = identity  # e.g. Slack users.info: fills email, refuses bots and guests
 
     def identify(self, user: User) -> User:
+        if self.identity is not None:
+            user = self.identity(user)
         if not user.email:
             raise Refused("I can't tell who you are (no email).")
-        groups = self.directory.groups_for(user.email) if self.directory else frozenset()
+        if self.directory is None:
+            return user
+        try:
+            groups = self.directory.groups_for(user.email)
+        except Exception as exc:  # fail closed: a directory we can't read allows nothing
+            raise Refused(
+                "I can't check your groups right now; please try again later.",
+                f"directory error: {type(exc).__name__}: {exc}",
+            ) from None
         return replace(user, groups=frozenset(groups))
 
     def decide(self, user: User, cmd: Command, params: Mapping[str, Any]) -> Decision:

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
+import importlib
 from collections.abc import Callable, Iterable
 from typing import Any
 
 from marvin.app import Marvin
 from marvin.authz import Authorizer, LocalAuthorizer
-from marvin.builtins import HANDLERS
 from marvin.config import Config
 from marvin.loader import load_handlers
 from marvin.matcher import Matcher
@@ -19,9 +19,17 @@ from marvin.vocabulary import lint, load_verbs
 __all__ = ["build_table", "build_app", "lint_table"]
 
 
+# Core modules whose ``HANDLERS`` are built-in commands (help, whoami, jobs, history...).
+BUILTIN_MODULES = ("marvin.builtins",)
+
+
+def builtin_handlers() -> list[Callable[..., Any]]:
+    return [fn for name in BUILTIN_MODULES for fn in importlib.import_module(name).HANDLERS]
+
+
 def build_table(handlers: Iterable[Callable[..., Any]]) -> CommandTable:
     """Built-ins plus ``handlers``; raises TableError for duplicates or ambiguous examples."""
-    table = CommandTable.build([*HANDLERS, *handlers])
+    table = CommandTable.build([*builtin_handlers(), *handlers])
     Matcher(table).check_examples()
     return table
 
