@@ -134,28 +134,28 @@ class Matcher:
 
     def suggest(self, text: str, limit: int = 3) -> tuple[str, ...]:
         """Close usages: walk the trie as far as the words allow (fixing typos on the way),
-        then rank what lies below by similarity. Cheap: never scans the whole table."""
+        then rank the commands below by shared words. Cheap: never scans the whole table."""
         node, words = self._root, text.lower().split()
         for word in words:
             nxt = node.children.get(word)
             if nxt is None:
-                close = difflib.get_close_matches(word, list(node.children), n=1, cutoff=0.7)
+                close = difflib.get_close_matches(word, list(node.children), n=1, cutoff=0.75)
                 if not close:
                     break
                 nxt = node.children[close[0]]
             node = nxt
-        pool: list[str] = []
-        stack = [node]
-        while stack and len(pool) < 200:
+        if node is self._root:
+            return ()  # not even the first word is known: "help" is the better pointer
+        pool: dict[str, int] = {}
+        stack, wanted = [node], set(words)
+        while stack and len(pool) < 50:
             cur = stack.pop()
-            pool.extend(cmd.usage for cmd, _ in cur.entries)
+            for cmd, _ in cur.entries:
+                usage = cmd.usage
+                pool.setdefault(usage, len(wanted.intersection(usage.lower().split())))
             stack.extend(cur.children.values())
-        if not words:
-            return ()
-        # Below a matched prefix any command is a fair guess; from the root, only close ones.
-        cutoff = 0.5 if node is self._root else 0.0
-        pool = list(dict.fromkeys(pool))
-        return tuple(difflib.get_close_matches(text, pool, n=limit, cutoff=cutoff))
+        ranked = sorted(pool, key=lambda u: -pool[u])
+        return tuple(ranked[:limit])
 
     def check_examples(self) -> None:
         """Every example must run its own command and no other (caught at start-up)."""

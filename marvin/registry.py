@@ -111,15 +111,11 @@ class Command:
     defaults: Mapping[str, Any]  # format defaults, then Python defaults
     required: tuple[str, ...]
     module: str
+    usage: str  # the first format as people read it (``<name>`` values, ``[optional]`` parts)
 
     @property
     def ref(self) -> str:
         return self.spec.ref
-
-    @property
-    def usage(self) -> str:
-        """The first format as people read it (``<name>`` values, ``[optional]`` parts)."""
-        return usage(self.spec.formats[0])
 
 
 def _make(spec: CommandSpec, handler: Callable[..., Any]) -> Command:
@@ -166,6 +162,7 @@ def _make(spec: CommandSpec, handler: Callable[..., Any]) -> Command:
         MappingProxyType(defaults),
         required,
         handler.__module__,
+        usage(spec.formats[0]),
     )
 
 
