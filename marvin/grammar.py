@@ -270,6 +270,9 @@ def compile_format(source: str) -> Format:
     """Compile one alias format; raises FormatError when it is malformed."""
     src = source.strip()
     tokens = _optionalise_groups(src, _tokens(src))
+    names = [t.name for t in tokens if isinstance(t, Placeholder)]
+    if len(set(names)) != len(names):
+        raise FormatError(f"a parameter appears twice in format {source!r}")
     body = _build(list(tokens))
     if body.endswith(".") and not body.endswith("\\."):
         body += "?"  # a sentence-final full stop is optional in the message
@@ -278,9 +281,6 @@ def compile_format(source: str) -> Format:
     except re.error as exc:
         raise FormatError(f"format {source!r} is not a valid regular expression: {exc}") from exc
     placeholders = tuple(t for t in tokens if isinstance(t, Placeholder))
-    names = [p.name for p in placeholders]
-    if len(set(names)) != len(names):
-        raise FormatError(f"a parameter appears twice in format {source!r}")
     defaults = {p.name: p.default for p in placeholders if p.default is not None}
     return Format(source, regex, placeholders, _prefix(src, tokens), defaults)
 

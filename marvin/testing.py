@@ -20,7 +20,7 @@ from typing import Any
 import pytest
 
 from marvin.app import Marvin, local_user
-from marvin.authz import Authorizer
+from marvin.authz import Authorizer, LocalAuthorizer
 from marvin.bootstrap import build_app, build_table
 from marvin.config import DEFAULT_CONFIG, Config, load_config
 from marvin.loader import handlers_in
@@ -112,21 +112,36 @@ class Bot:
         return replies
 
 
+class TestDirectory:
+    """Groups for test users: ``{email: [groups]}``; unknown emails are in no group."""
+
+    def __init__(self, groups: dict[str, Iterable[str]]) -> None:
+        self.groups = {k.lower(): frozenset(v) for k, v in groups.items()}
+
+    def groups_for(self, email: str) -> frozenset[str]:
+        return self.groups.get(email.lower(), frozenset())
+
+
 def make_bot(
     handlers: Iterable[Any],
     *,
     state_dir: Path,
     user: str = "tester@example.com",
+    groups: Iterable[str] = ("ops",),
     authorizer: Authorizer | None = None,
     config: Config | None = None,
     env: dict[str, str] | None = None,
 ) -> Bot:
+    """A Marvin with only ``handlers`` (and the built-ins). Without ``authorizer``, every
+    identified user may run everything, and ``user`` is in ``groups``."""
     fns: list[Any] = []
     for item in handlers:
         fns.extend(handlers_in(item) if isinstance(item, ModuleType) else [item])
     cfg = config or load_config(
         DEFAULT_CONFIG, env={**(env or {}), "MARVIN_STATE": str(state_dir / "marvin.sqlite3")}
     )
+    if authorizer is None:
+        authorizer = LocalAuthorizer(TestDirectory({user: groups}))
     app = build_app(cfg, table=build_table(fns), authorizer=authorizer)
     return Bot(app, local_user(user, "test"))
 
