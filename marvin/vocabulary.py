@@ -61,7 +61,7 @@ def lint(table: CommandTable, verbs: frozenset[str]) -> list[str]:
         if seen[0] != shape:
             errors.append(
                 f"{cmd.ref}: '{cmd.spec.formats[0]}' and {seen[1]}: '{seen[2]}' both "
-                f"{key[0]} an {key[1]} but say it differently; use one shape: "
-                f"{' '.join(seen[0])}"
+                f"{key[0]} an {key[1]} but say it differently ('{' '.join(shape)}' vs "
+                f"'{' '.join(seen[0])}'); families must share one shape"
             )
     return errors
