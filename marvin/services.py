@@ -27,5 +27,12 @@ class Services:
             )
 
     @cached_property
+    def rds(self) -> Any:
+        import boto3
+
+        with self._lock:
+            return boto3.session.Session(region_name=self.config.get("aws.region")).client("rds")
+
+    @cached_property
     def environment_template(self) -> str:
         return self.config.file("cloudformation.template").read_text()

@@ -106,3 +106,34 @@ def test_cli_run_creates_stack(aws_env, tmp_path) -> None:  # noqa: ANN001
         argv[:5] + ["environment=Bad!"], env=env, capture_output=True, text=True, timeout=60
     )
     assert bad.returncode == 2 and "environment: 'Bad!' is not valid" in bad.stderr
+
+
+@pytest.mark.timeout(60)
+def test_snapshot_database(marvin_bot, aws_env, tmp_path) -> None:  # noqa: ANN001
+    import os
+
+    import commands.database
+
+    rds = boto3.client("rds")
+    rds.create_db_instance(
+        DBInstanceIdentifier="demo01-orders",
+        DBInstanceClass="db.t3.micro",
+        Engine="postgres",
+        MasterUsername="admin",
+        MasterUserPassword="not-a-real-secret",
+        AllocatedStorage=20,
+    )
+    cfg = load_config(DEFAULT_CONFIG, env={**os.environ, "MARVIN_STATE": str(tmp_path / "d.db")})
+    cfg.data.setdefault("aws", {})["poll_seconds"] = 0.05
+    bot = marvin_bot(commands.database, user="alice@example.com", config=cfg)
+    r = bot.send("snapshot database orders in demo01 as before-migration")
+    assert r.said[0] == "Snapshotting orders in demo01"
+    assert r.reactions == ["accepted", "succeeded"], r.text
+    snaps = rds.describe_db_snapshots(DBInstanceIdentifier="demo01-orders", SnapshotType="manual")[
+        "DBSnapshots"
+    ]
+    assert len(snaps) == 1 and snaps[0]["DBSnapshotIdentifier"] in r.said[-1]
+    assert snaps[0]["DBSnapshotIdentifier"].startswith("demo01-orders-before-migration-")
+    missing = bot.send("snapshot database users in demo01")
+    assert missing.reactions[-1] == "failed"
+    assert "RDS refused the snapshot of demo01-users" in missing.said[-1]
