@@ -15,6 +15,7 @@ Compatible with StackStorm's ``ActionAliasFormatParser`` (its unit-test vectors 
 from __future__ import annotations
 
 import re
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 __all__ = ["FormatError", "NoMatch", "Format", "compile_format", "extract", "split_pairs"]
@@ -135,26 +136,31 @@ def _tokens(src: str) -> list[str | Placeholder]:
     return out
 
 
-def _literal(text: str) -> str:
-    """Literal format text stays regex, but runs of spaces (outside classes) match any spacing."""
-    out, i, in_class = [], 0, False
+def _pieces(text: str) -> Iterator[tuple[int, str, bool]]:
+    """Regex atoms of literal format text: (position, an escape pair or one character,
+    whether it stands inside a ``[...]`` class, where spaces and parentheses are plain)."""
+    i, in_class = 0, False
     while i < len(text):
-        c = text[i]
-        if c == "\\" and i + 1 < len(text):
-            out.append(text[i : i + 2])
+        if text[i] == "\\":
+            yield i, text[i : i + 2], in_class
             i += 2
             continue
-        if c == "[":
+        if text[i] == "[":
             in_class = True
-        elif c == "]":
+        elif text[i] == "]":
             in_class = False
-        if c == " " and not in_class:
-            while i + 1 < len(text) and text[i + 1] == " ":
-                i += 1
-            out.append(r"\s+")
-        else:
-            out.append(c)
+        yield i, text[i], in_class
         i += 1
+
+
+def _literal(text: str) -> str:
+    """Literal format text stays regex, but runs of spaces (outside classes) match any spacing."""
+    out: list[str] = []
+    for _, piece, in_class in _pieces(text):
+        if piece != " " or in_class:
+            out.append(piece)
+        elif not out or out[-1] != r"\s+":
+            out.append(r"\s+")
     return "".join(out)
 
 
@@ -199,29 +205,18 @@ def _optionalise_groups(src: str, tokens: list[str | Placeholder]) -> list[str |
                 frame.append(tok)
             out.append(tok)
             continue
-        buf, i, in_class = [], 0, False
-        while i < len(tok):
-            c = tok[i]
-            if c == "\\":
-                buf.append(tok[i : i + 2])
-                i += 2
+        buf: list[str] = []
+        for pos, piece, in_class in _pieces(tok):
+            buf.append(piece)
+            if in_class or piece not in "()":
                 continue
-            if c == "[":
-                in_class = True
-            elif c == "]":
-                in_class = False
-            elif not in_class and c == "(":
+            if piece == "(":
                 stack.append([])
-            elif not in_class and c == ")" and stack:
+            elif stack:
                 phs = stack.pop()
-                buf.append(c)
-                nxt = tok[i + 1 : i + 2] or _next_char(tokens, idx)
+                nxt = tok[pos + 1 : pos + 2] or _next_char(tokens, idx)
                 if phs and all(p.optional for p in phs) and nxt not in ("?", "*", "+", "{"):
                     buf.append("?")
-                i += 1
-                continue
-            buf.append(c)
-            i += 1
         out.append("".join(buf))
     if stack:
         raise FormatError(f"unbalanced '(' in format {src!r}")
@@ -314,22 +309,26 @@ def usage(source: str) -> str:
                 phs.append(tok)
             out.append(f"<{tok.name}>" if tok.default is None else f"<{tok.name}={tok.default}>")
             continue
-        i = 0
-        while i < len(tok):
-            c, nxt = tok[i], tok[i + 1 : i + 2]
-            if c == "\\" and nxt == "s":
-                i += 3 if tok[i + 2 : i + 3] in ("*", "+") else 2
-                out.append(" ")
+        skip = False
+        for pos, piece, in_class in _pieces(tok):
+            nxt = tok[pos + len(piece) : pos + len(piece) + 1]
+            if skip:  # the "?" that made a group optional is shown as the brackets
+                skip = False
                 continue
-            if c == "(":
+            if piece == "\\s":
+                out.append(" ")
+                skip = nxt in ("*", "+")
+            elif piece == "(" and not in_class:
                 opens.append((len(out), nxt != "?", []))
-            elif c == ")" and opens:
+                out.append(piece)
+            elif piece == ")" and not in_class and opens:
                 start, plain, phs = opens.pop()
                 if plain and (nxt == "?" or (phs and all(p.optional for p in phs))):
                     out[start] = "["
                     out.append("]")
-                    i += 2 if nxt == "?" else 1
-                    continue
-            out.append(c)
-            i += 1
+                    skip = nxt == "?"
+                else:
+                    out.append(piece)
+            else:
+                out.append(piece)
     return re.sub(r"\s+", " ", "".join(out).replace("[ ", " [")).strip()
