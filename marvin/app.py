@@ -2,12 +2,13 @@
 
 Pipeline for each message (on the intake pool, never the front end's thread):
 normalise -> match -> identify + authorise (hook) -> confirm (hook) -> execution record ->
-job pool -> handler. Every attempt leaves an audit row.
+admission (per-user cap, lock, queue bound) -> job pool -> handler. Every attempt leaves an
+audit row. Jobs: ``cancel``, ``drain`` (graceful stop) and ``recover`` (after a crash).
 """
 
 from __future__ import annotations
 
-import threading
+import os
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import replace
@@ -17,7 +18,8 @@ import structlog
 
 from marvin import execution
 from marvin.authz import Authorizer, LocalAuthorizer, Refused
-from marvin.jobs import JobPool, PoolFull
+from marvin.jobs import BUSY, RESTARTING, Job, JobManager, JobPool, JobSettings, PoolFull
+from marvin.locks import interrupted_notice, lock_key, orphaned, process_identity
 from marvin.matcher import Ambiguous, Invalid, Matched, Matcher, Unknown
 from marvin.model import Message, User
 from marvin.normalize import normalize
@@ -27,7 +29,6 @@ from marvin.store import Store, redact
 __all__ = ["Marvin"]
 
 log = structlog.get_logger("marvin")
-BUSY = "I'm busy right now; please try again in a minute."
 
 
 class Marvin:
@@ -41,16 +42,18 @@ class Marvin:
         workers: int = 32,
         queue_size: int = 256,
         intake_workers: int = 8,
+        settings: JobSettings | None = None,
     ) -> None:
         self.table = table
         self.matcher = Matcher(table)
         self.store = store
         self.authorizer: Authorizer = authorizer or LocalAuthorizer()
         self.services = services
-        self.pool = JobPool(workers, queue_size, name="marvin-job")
-        self.intake = JobPool(intake_workers, 4 * queue_size, name="marvin-intake")
-        self._done: dict[str, threading.Event] = {}
-        self._done_lock = threading.Lock()
+        self.settings = settings or JobSettings(workers=workers, queue=queue_size)
+        self.jobs = JobManager(self.settings)
+        self.pool = self.jobs.pool
+        self.intake = JobPool(intake_workers, 4 * self.settings.queue, name="marvin-intake")
+        self.owner = process_identity(os.getpid())  # marks our executions for crash recovery
 
     # -- entry points -------------------------------------------------------------------------
 
@@ -60,6 +63,8 @@ class Marvin:
             self.intake.submit(lambda: self._guarded(msg))
         except PoolFull:
             msg.responder.whisper(BUSY)
+        except RuntimeError:  # shut down
+            msg.responder.whisper(RESTARTING)
 
     def process(self, msg: Message) -> str | None:
         """Handle a message on the calling thread up to the job pool; returns the execution id."""
@@ -125,15 +130,125 @@ class Marvin:
 
     def wait(self, ex_id: str, timeout: float | None = None) -> dict[str, Any] | None:
         """Block until an execution ends (for the CLI and tests); returns its record."""
-        with self._done_lock:
-            event = self._done.get(ex_id)
-        if event is not None:
-            event.wait(timeout)
+        job = self.jobs.get(ex_id)
+        if job is not None:
+            job.done.wait(timeout)
         return self.store.get(ex_id)
 
+    def cancel(self, ex_id: str, by: User) -> str:
+        """Cancel for the requester or a member of ``jobs.cancel_groups``; returns the answer
+        for the person asking. Queued: removed before it runs. Running: cooperative."""
+        ex_id = ex_id.strip().lower()
+        job = self.jobs.get(ex_id)
+        if job is None:
+            row = self.store.get(ex_id)
+            if row is None:
+                return f"I don't know an execution `{ex_id}`. Say `jobs` to see what is running."
+            return f"`{ex_id}` ({row['ref']}) is not running: it {row['state'].replace('_', ' ')}."
+        who = by.email or by.id
+        own = by.id == job.user_id or bool(by.email and by.email.lower() == job.requester.lower())
+        groups = self.settings.cancel_groups
+        audit = dict(execution_id=ex_id, user_id=by.id, email=by.email, ref=job.command.ref)
+        if not own and not (groups & {g.lower() for g in by.groups}):
+            self.store.audit("cancel_refused", **audit, detail=f"requested by {job.requester}")
+            extra = f" or members of {', '.join(sorted(groups))}" if groups else ""
+            return (
+                f"`{ex_id}` ({job.command.ref}) was started by {job.requester}; only they{extra} "
+                "can cancel it."
+            )
+        self.store.audit("cancel_requested", **audit)
+        stage = self.jobs.withdraw(job, by=who)
+        if stage == "removed":
+            execution.finish(
+                self,
+                job,
+                "cancelled",
+                execution.cancelled_text(job, started=False),
+                f"cancelled before it started by {who}",
+            )
+            return f"Cancelled `{ex_id}` ({job.command.ref}); it had not started."
+        if job.state == "abandoned":
+            return (
+                f"`{ex_id}` ({job.command.ref}) timed out and ignored the request to stop; "
+                "it can't be stopped from here, only by restarting Marvin."
+            )
+        if stage == "finished":
+            return f"`{ex_id}` ({job.command.ref}) has already ended."
+        return f"Asked `{ex_id}` ({job.command.ref}) to stop; its thread will say when it has."
+
+    def drain(self, grace: float | None = None) -> list[str]:
+        """Graceful stop: refuse new commands, withdraw queued ones, give running ones
+        ``grace`` seconds (default ``jobs.grace_seconds``), then record the rest interrupted.
+        Returns the ids recorded interrupted. Handlers still running are asked to stop."""
+        grace = self.settings.grace_seconds if grace is None else grace
+        out: list[str] = []
+        for job in self.jobs.close():
+            text = (
+                f"I'm restarting: `{job.execution_id}` ({job.command.ref}) had not started and "
+                "will not run. Please ask again in a minute."
+            )
+            if execution.finish(self, job, "interrupted", text, "Marvin stopped before it ran"):
+                out.append(job.execution_id)
+        for job in self.jobs.wait_idle(grace):
+            text = (
+                f"I'm restarting and `{job.execution_id}` ({job.command.ref}) was still running "
+                f"after {grace:g} s, so it was interrupted part-way. Check what it changed "
+                "before retrying."
+            )
+            if execution.finish(self, job, "interrupted", text, "Marvin stopped while it ran"):
+                out.append(job.execution_id)
+            job.cancel_event.set()
+        if out:
+            log.warning("drained with interrupted executions", interrupted=out)
+        return out
+
+    def recover(self, notify: Callable[[dict[str, Any]], None] | None = None) -> list[dict]:
+        """At start-up: executions a dead Marvin process left queued or running are recorded
+        ``interrupted``; ``notify(row)`` tells each requester (``row["notice"]`` is the text;
+        ``row["channel"]``/``row["thread"]`` say where). Returns those rows."""
+        out = []
+        for row in self.store.in_states("queued", "running"):
+            if self.jobs.get(row["id"]) is not None or not orphaned(row, self.owner):
+                continue
+            was = row["state"]
+            reason = f"Marvin (pid {row['pid']}) stopped while it was {was}"
+            if not self.store.transition(
+                row["id"],
+                ("queued", "running"),
+                state="interrupted",
+                reason=reason,
+                finished_at=time.time(),
+            ):
+                continue  # someone else recorded it first
+            self.store.audit(
+                "interrupted",
+                execution_id=row["id"],
+                user_id=row["user_id"],
+                email=row["email"],
+                channel=row["channel"],
+                ref=row["ref"],
+                detail=reason,
+            )
+            fresh = self.store.get(row["id"]) or row
+            fresh["notice"] = interrupted_notice(fresh, was)
+            out.append(fresh)
+            if notify is not None:
+                try:
+                    notify(fresh)
+                except Exception:
+                    log.exception("could not tell the requester", execution_id=row["id"])
+        if out:
+            log.warning("recovered interrupted executions", ids=[r["id"] for r in out])
+        return out
+
     def shutdown(self, timeout: float | None = None) -> None:
+        """Stop: what is still queued or running after ``timeout`` is recorded interrupted."""
+        if self.jobs.live():
+            self.drain(5.0 if timeout is None else timeout)
+        else:
+            self.jobs.close()
         self.intake.shutdown(wait=True, timeout=timeout)
-        self.pool.shutdown(wait=True, timeout=timeout)
+        self.jobs.shutdown(timeout=timeout)
 
     # -- internals ----------------------------------------------------------------------------
 
@@ -194,32 +309,56 @@ class Marvin:
             channel=msg.channel,
             thread=msg.thread,
             source=user.source,
+            pid=os.getpid(),
+            owner=self.owner,
         )
-        self.store.audit("accepted", execution_id=ex_id, user_id=user.id, email=user.email, **audit)
-        done = threading.Event()
-        with self._done_lock:
-            self._done[ex_id] = done
+        job = Job(
+            ex_id,
+            cmd,
+            params,
+            msg,
+            audit["params"],
+            timeout=float(cmd.spec.timeout or self.settings.default_timeout),
+            mfa=mfa,
+            lock=lock_key(
+                cmd.spec.lock,
+                cmd.spec.family,
+                cmd.params,
+                params,
+                by_family=self.settings.lock_by_family,
+            ),
+        )
 
-        def job() -> None:
-            try:
-                if mfa and not self._second_factor(msg, cmd, ex_id):
-                    return
-                execution.run(self, cmd, params, msg, ex_id)
-            finally:
-                done.set()
-                with self._done_lock:
-                    self._done.pop(ex_id, None)
+        def admitted() -> None:
+            self.store.audit(
+                "accepted", execution_id=ex_id, user_id=user.id, email=user.email, **audit
+            )
 
-        try:
-            self.pool.submit(job)
-        except (PoolFull, RuntimeError):
-            self.store.update(ex_id, state="refused", reason="busy", finished_at=time.time())
-            self.store.audit("refused", execution_id=ex_id, user_id=user.id, detail="busy")
-            done.set()
-            msg.responder.whisper(BUSY)
+        refusal = self.jobs.admit(job, self._run_job, admitted)
+        if refusal is not None:
+            self.store.update(
+                ex_id, state="refused", reason=refusal.reason, finished_at=time.time()
+            )
+            self.store.audit(
+                "refused", execution_id=ex_id, user_id=user.id, ref=cmd.ref, detail=refusal.reason
+            )
+            log.info("refused", execution_id=ex_id, ref=cmd.ref, reason=refusal.reason)
+            msg.responder.whisper(refusal.text)
             return ex_id
         msg.responder.react("accepted")
+        if job.blocked_by is not None and job.lock is not None:
+            msg.responder.say(
+                f"{job.lock.describe()} is busy: {job.blocked_by.describe()}. "
+                f"`{ex_id}` will start when it is free."
+            )
         return ex_id
+
+    def _run_job(self, job: Job) -> None:
+        """On a job thread: MFA first (so a pending push never blocks other users), then run."""
+        if job.mfa and not self._second_factor(job.message, job.command, job.execution_id):
+            job.claim()
+            return
+        execution.run(self, job)
 
     second_factor: Callable[[Message, Command, str], bool] | None = None
 

@@ -9,6 +9,7 @@ from typing import Any
 from marvin.app import Marvin
 from marvin.authz import Authorizer, LocalAuthorizer
 from marvin.config import Config
+from marvin.jobs import JobSettings
 from marvin.loader import load_handlers
 from marvin.matcher import Matcher
 from marvin.registry import CommandTable, TableError
@@ -20,7 +21,7 @@ __all__ = ["build_table", "build_app", "lint_table"]
 
 
 # Core modules whose ``HANDLERS`` are built-in commands (help, whoami, jobs, history...).
-BUILTIN_MODULES = ("marvin.builtins",)
+BUILTIN_MODULES = ("marvin.builtins", "marvin.jobcmds")
 
 
 def builtin_handlers() -> list[Callable[..., Any]]:
@@ -71,7 +72,6 @@ def build_app(
         store=Store(config.file("state.sqlite")),
         authorizer=authorizer or default_authorizer(config),
         services=Services(config),
-        workers=config.get("jobs.workers"),
-        queue_size=config.get("jobs.queue"),
         intake_workers=config.get("jobs.intake_workers"),
+        settings=JobSettings.from_config(config),
     )

@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import argparse
 import os
+import signal
 import sys
-from collections.abc import Sequence
+import threading
+from collections.abc import Callable, Sequence
+from typing import Any
 
 from marvin.config import ConfigError, load_config
 
-__all__ = ["main"]
+__all__ = ["main", "install_sigterm"]
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -65,10 +68,48 @@ def _shell(config, args) -> int:  # noqa: ANN001
     from marvin.console import run_console
 
     app = build_app(config)
+    app.recover(lambda row: print(row["notice"], flush=True))
+    install_sigterm(app)
     try:
         return run_console(app, local_user(args.as_email or config.get("shell.user")))
     finally:
         app.shutdown(timeout=5)
+
+
+def install_sigterm(
+    app: Any,
+    grace: float | None = None,
+    *,
+    before: Callable[[], None] | None = None,
+    exit_process: Callable[[int], None] = os._exit,
+) -> None:
+    """On SIGTERM: ``before()`` (the Slack front end stops taking events), then
+    ``app.drain(grace)`` (default ``jobs.grace_seconds``), then exit 0. For ``shell`` and
+    ``serve``; call from the main thread.
+
+    The drain runs on its own thread, not in the signal handler: the handler interrupts the
+    main thread wherever it is (perhaps holding a lock the drain needs). The process then
+    leaves with ``os._exit`` because the main thread may be blocked reading stdin or in the
+    Slack client's loop; everything worth keeping is already in the store by then.
+    """
+    started = threading.Event()
+
+    def stop() -> None:
+        try:
+            if before is not None:
+                before()
+            app.drain(grace)
+        finally:
+            sys.stdout.flush()
+            sys.stderr.flush()
+            exit_process(0)
+
+    def on_sigterm(_signum: int, _frame: Any) -> None:
+        if not started.is_set():  # a second SIGTERM does not start a second drain
+            started.set()
+            threading.Thread(target=stop, name="marvin-drain", daemon=True).start()
+
+    signal.signal(signal.SIGTERM, on_sigterm)
 
 
 def _run(config, args) -> int:  # noqa: ANN001

@@ -1,22 +1,37 @@
-"""One execution of a command: its context object and the run on a job thread."""
+"""One execution of a command: its context object and the run on a job thread.
+
+Outcomes: the handler's return value becomes the result message; an exception becomes a short
+error with the execution id (the traceback goes to the log only); ``Cancelled`` (raised by
+``ctx.sleep``/``ctx.check`` once ``cancel <id>`` was asked) records "cancelled".
+
+Timeouts are cooperative, because Python cannot kill a thread: at the deadline
+``ctx.cancel_event`` is set and a handler that honours it ends as ``timed_out``. One that keeps
+going ``jobs.cancel_grace`` seconds longer is abandoned: the execution is still recorded
+``timed_out`` and the requester told, its worker slot goes to a new thread, and its lock stays
+held until the thread really returns (it may still be changing things); ``jobs`` lists it.
+"""
 
 from __future__ import annotations
 
-import os
+import math
 import re
 import threading
 import time
-from collections.abc import Mapping
-from typing import Any
+from collections.abc import Callable, Mapping
+from typing import TYPE_CHECKING, Any
 
 import structlog
 
 from marvin.model import Message, Reply, User
 from marvin.registry import Command
 
-__all__ = ["Context", "Cancelled", "render", "run"]
+if TYPE_CHECKING:
+    from marvin.jobs import Job, Scheduler, Timer
+
+__all__ = ["Context", "Cancelled", "render", "run", "finish", "cancelled_text"]
 
 _TEMPLATE = re.compile(r"{{\s*([\w.]+)\s*}}")
+log = structlog.get_logger("marvin.execution")
 
 
 class Cancelled(Exception):
@@ -50,18 +65,28 @@ class Context:
         params: Mapping[str, Any],
         message: Message,
         services: Any = None,
+        cancel_event: threading.Event | None = None,
+        scheduler: Scheduler | None = None,
+        on_progress: Callable[[str], None] | None = None,
     ) -> None:
         self.execution_id = execution_id
         self.command = command
         self.params = dict(params)
         self.message = message
         self.services = services  # clients and settings from configuration (marvin.app.Services)
-        self.cancel_event = threading.Event()
+        self.cancel_event = cancel_event or threading.Event()
         self.log = structlog.get_logger("marvin.command").bind(
             execution_id=execution_id, ref=command.ref, user=message.user.id
         )
-        self._last_progress = 0.0
+        self.latest_progress: str | None = None
+        self._scheduler = scheduler  # flushes a held-back update when its interval is up
+        self._on_progress = on_progress  # e.g. keep the latest progress in the store
+        self._last_progress = -math.inf
         self._pending_progress: str | None = None
+        self._timer: Timer | None = None
+        self._closed = False
+        self._state_lock = threading.Lock()
+        self._emit_lock = threading.Lock()  # updates reach the front end in the order made
 
     @property
     def user(self) -> User:
@@ -71,24 +96,55 @@ class Context:
         self.message.responder.say(text)
 
     def progress(self, text: str) -> None:
-        """Report progress; updates closer than PROGRESS_INTERVAL are folded into the next."""
-        now = time.monotonic()
-        if now - self._last_progress < self.PROGRESS_INTERVAL:
-            self._pending_progress = text
-            return
-        self._last_progress, self._pending_progress = now, None
-        self.message.responder.progress(text)
+        """Update the request's one progress message. At most one update per
+        PROGRESS_INTERVAL is sent; a newer text replaces a held-back one, which is sent when
+        the interval is up (by a timer) or before the result, so the last one is never lost."""
+        with self._state_lock:
+            if self._closed:
+                return
+            self.latest_progress = self._pending_progress = str(text)
+            wait = self._last_progress + self.PROGRESS_INTERVAL - time.monotonic()
+            if wait > 0:
+                if self._timer is None and self._scheduler is not None:
+                    self._timer = self._scheduler.call_later(wait, self._send_pending)
+                return
+        self._send_pending()
+
+    def _send_pending(self) -> None:
+        with self._emit_lock:
+            with self._state_lock:
+                text, self._pending_progress, self._timer = self._pending_progress, None, None
+                if text is None or self._closed:
+                    return
+                self._last_progress = time.monotonic()
+            try:
+                self.message.responder.progress(text)
+                if self._on_progress is not None:
+                    self._on_progress(text)
+            except Exception:  # a failed progress edit must not fail the command
+                self.log.warning("progress update failed", exc_info=True)
 
     def flush_progress(self) -> None:
-        if self._pending_progress is not None:
-            text, self._pending_progress = self._pending_progress, None
-            self.message.responder.progress(text)
+        """Send a held-back progress update now."""
+        with self._state_lock:
+            if self._timer is not None:
+                self._timer.cancel()
+        self._send_pending()
+
+    def close(self) -> None:
+        """No more progress: the result is about to be (or has been) said."""
+        with self._state_lock:
+            self._closed = True
+            if self._timer is not None:
+                self._timer.cancel()
+                self._timer = None
 
     @property
     def cancelled(self) -> bool:
         return self.cancel_event.is_set()
 
     def check(self) -> None:
+        """Raise ``Cancelled`` if the execution was cancelled or timed out."""
         if self.cancel_event.is_set():
             raise Cancelled(self.execution_id)
 
@@ -98,27 +154,46 @@ class Context:
             raise Cancelled(self.execution_id)
 
 
-def run(app: Any, cmd: Command, params: Mapping[str, Any], msg: Message, ex_id: str) -> None:
+def run(app: Any, job: Job) -> None:
     """Run one accepted execution on the current (job) thread and report the outcome."""
-    store, responder = app.store, msg.responder
+    cmd, params, msg, ex_id = job.command, job.params, job.message, job.execution_id
+    store = app.store
     ctx = Context(
-        execution_id=ex_id, command=cmd, params=params, message=msg, services=app.services
+        execution_id=ex_id,
+        command=cmd,
+        params=params,
+        message=msg,
+        services=app.services,
+        cancel_event=job.cancel_event,
+        scheduler=app.jobs.scheduler,
+        on_progress=lambda text: store.update(ex_id, progress=text[:1000]),
     )
-    store.update(ex_id, state="running", started_at=time.time(), pid=os.getpid())
+    job.ctx = ctx
+    if ctx.cancelled:  # cancelled in the instant between leaving the queue and starting
+        finish(app, job, "cancelled", cancelled_text(job, started=False), "cancelled")
+        return
+    store.update(ex_id, state="running", started_at=time.time())
     ctx.log.info("execution started")
-    if cmd.spec.ack:
-        responder.say(render(cmd.spec.ack, params, ex_id))
+    watch = None
+    if job.timeout > 0:
+        watch = app.jobs.scheduler.call_later(job.timeout, lambda: _time_out(app, job))
     try:
+        if cmd.spec.ack:
+            msg.responder.say(render(cmd.spec.ack, params, ex_id))
         value = cmd.handler(ctx, **params)
-    except Cancelled:
-        _finish(app, ctx, "cancelled", f"Cancelled `{ex_id}`.", "cancelled")
-        return
     except Exception as exc:
-        ctx.log.exception("execution failed")
-        reason = f"{type(exc).__name__}: {exc}"[:500]
-        _finish(app, ctx, "failed", f"`{cmd.ref}` failed (`{ex_id}`): {reason}", reason)
+        if job.timed_out:
+            finish(app, job, "timed_out", _timeout_text(job), f"timed out after {job.timeout:g} s")
+        elif isinstance(exc, Cancelled) or ctx.cancelled:
+            finish(app, job, "cancelled", cancelled_text(job, started=True), "cancelled")
+        else:
+            ctx.log.exception("execution failed")
+            reason = f"{type(exc).__name__}: {exc}"[:500]
+            finish(app, job, "failed", f"`{cmd.ref}` failed (`{ex_id}`): {reason}", reason)
         return
-    ctx.flush_progress()
+    finally:
+        if watch is not None:
+            watch.cancel()
     if isinstance(value, Reply):
         text: str | Reply = Reply(f"{value.text} (`{ex_id}`)", value.blocks)
     else:
@@ -126,21 +201,77 @@ def run(app: Any, cmd: Command, params: Mapping[str, Any], msg: Message, ex_id: 
             str(value) if value is not None else render(cmd.spec.result or "Done.", params, ex_id)
         )
         text = f"{body} (`{ex_id}`)"
-    _finish(app, ctx, "succeeded", text, None)
+    finish(app, job, "succeeded", text, None)
 
 
-def _finish(app: Any, ctx: Context, state: str, text: str | Reply, reason: str | None) -> None:
-    msg = ctx.message
-    app.store.update(ctx.execution_id, state=state, reason=reason, finished_at=time.time())
+def finish(
+    app: Any, job: Job, state: str, text: str | Reply, reason: str | None, *, abandon: bool = False
+) -> bool:
+    """Record the one outcome of ``job`` and tell the requester; False if already recorded."""
+    if not job.claim():
+        return False
+    msg, ctx = job.message, job.ctx
+    if ctx is not None:
+        ctx.flush_progress()  # the last progress comes before the result, never after
+        ctx.close()
+    app.store.update(job.execution_id, state=state, reason=reason, finished_at=time.time())
     app.store.audit(
         state,
-        execution_id=ctx.execution_id,
+        execution_id=job.execution_id,
         user_id=msg.user.id,
         email=msg.user.email,
         channel=msg.channel,
-        ref=ctx.command.ref,
+        ref=job.command.ref,
         detail=reason,
     )
-    ctx.log.info("execution finished", state=state)
-    msg.responder.say(text)
-    msg.responder.react("succeeded" if state == "succeeded" else "failed")
+    log.info("execution finished", execution_id=job.execution_id, ref=job.command.ref, state=state)
+    if abandon:
+        app.jobs.abandon(job)
+    else:
+        app.jobs.release(job, forget=False)  # free the lock before the requester reads this
+    try:
+        msg.responder.say(text)
+        msg.responder.react("succeeded" if state == "succeeded" else "failed")
+    except Exception:
+        log.exception("could not deliver the result", execution_id=job.execution_id)
+    job.done.set()
+    if not abandon:
+        app.jobs.release(job)  # out of the live table only now: wait() sees it until here
+    return True
+
+
+def cancelled_text(job: Job, *, started: bool) -> str:
+    by = job.cancelled_by
+    who = f", as asked by {by}" if by and by != job.requester else ""
+    when = "" if started else " before it started"
+    return f"Cancelled `{job.execution_id}` ({job.command.ref}){when}{who}."
+
+
+def _timeout_text(job: Job) -> str:
+    return f"`{job.command.ref}` timed out after {job.timeout:g} s (`{job.execution_id}`)."
+
+
+def _time_out(app: Any, job: Job) -> None:
+    """At the deadline: ask the handler to stop, and give it ``cancel_grace`` to do so."""
+    if job.finished:
+        return
+    job.timed_out = True
+    log.warning("execution timed out; asking it to stop", execution_id=job.execution_id)
+    job.cancel_event.set()
+    app.jobs.scheduler.call_later(app.jobs.settings.cancel_grace, lambda: _abandon(app, job))
+
+
+def _abandon(app: Any, job: Job) -> None:
+    if job.finished:
+        return
+    log.error(
+        "timed-out handler ignores cancellation; abandoning its thread",
+        execution_id=job.execution_id,
+        ref=job.command.ref,
+    )
+    text = (
+        _timeout_text(job) + " It did not stop when asked, so I stopped waiting for it; it may "
+        "still be changing things, so check before retrying."
+    )
+    reason = f"timed out after {job.timeout:g} s; ignored cancellation, abandoned"
+    finish(app, job, "timed_out", text, reason, abandon=True)

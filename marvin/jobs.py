@@ -1,14 +1,38 @@
-"""Marvin's own bounded worker pool: command handlers never run on a front end's thread."""
+"""Marvin's own bounded worker pool: command handlers never run on a front end's thread.
+
+``JobPool`` is a plain bounded pool whose queued jobs can be withdrawn; ``Scheduler`` runs
+timeouts and progress flushes from one timer thread; ``JobManager`` admits executions (per-user
+cap, locks, queue bound) and keeps the live table that ``jobs``, ``cancel`` and drain read.
+What is said to people and written to the store is ``marvin.app``'s and ``marvin.execution``'s.
+"""
 
 from __future__ import annotations
 
-import queue
+import heapq
+import itertools
 import threading
-from collections.abc import Callable
+import time
+from collections import deque
+from collections.abc import Callable, Hashable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
 
 import structlog
 
-__all__ = ["JobPool", "PoolFull"]
+from marvin.locks import Holder, LockKey, LockTable
+from marvin.model import Message
+from marvin.registry import Command
+
+__all__ = [
+    "JobPool",
+    "PoolFull",
+    "Scheduler",
+    "Timer",
+    "Job",
+    "JobManager",
+    "JobSettings",
+    "Refusal",
+]
 
 log = structlog.get_logger("marvin.jobs")
 
@@ -18,60 +42,406 @@ class PoolFull(RuntimeError):
 
 
 class JobPool:
-    """A fixed maximum of worker threads, started on demand, fed by a bounded queue."""
+    """At most ``workers`` threads, started on demand, fed by a queue of ``queue_size``.
+
+    Queued jobs may carry a key and be withdrawn with ``remove(key)`` before they start.
+    ``abandon(thread)`` gives up on a worker stuck in a job (a handler that ignores its
+    timeout): the slot is freed for a new worker and the old thread exits when its job does.
+    """
 
     def __init__(self, workers: int = 32, queue_size: int = 256, name: str = "marvin-job") -> None:
         if workers < 1 or queue_size < 1:
             raise ValueError("workers and queue_size must be at least 1")
         self.max_workers = workers
+        self.queue_size = queue_size
         self.name = name
-        self._queue: queue.Queue[Callable[[], None] | None] = queue.Queue(maxsize=queue_size)
-        self._threads: list[threading.Thread] = []
-        self._idle = 0
-        self._lock = threading.Lock()
+        self._queue: deque[tuple[Hashable, Callable[[], None]]] = deque()
+        self._workers: set[threading.Thread] = set()
+        self._waiting = 0  # idle workers in cond.wait() that nobody has woken yet
+        self._busy = 0
+        self._cond = threading.Condition()
         self._closed = False
+        self._serial = itertools.count()
 
-    def submit(self, job: Callable[[], None]) -> None:
-        """Queue a job; raises PoolFull when the queue is full, RuntimeError after shutdown."""
-        with self._lock:
+    def submit(self, job: Callable[[], None], *, key: Hashable = None, force: bool = False) -> None:
+        """Queue a job; raises PoolFull when the queue is full (unless ``force``: work that was
+        already accepted, e.g. a job whose lock just came free), RuntimeError after shutdown."""
+        with self._cond:
             if self._closed:
-                raise RuntimeError("the job pool is shutting down")
-            try:
-                self._queue.put_nowait(job)
-            except queue.Full:
-                raise PoolFull("busy") from None
-            if self._idle == 0 and len(self._threads) < self.max_workers:
-                t = threading.Thread(
-                    target=self._work, name=f"{self.name}-{len(self._threads)}", daemon=True
-                )
-                self._threads.append(t)
-                t.start()
-            else:
-                self._idle = max(0, self._idle - 1)  # one idle worker will take it
+                raise RuntimeError(f"{self.name} pool is shutting down")
+            if not force and len(self._queue) >= self.queue_size:
+                raise PoolFull("busy")
+            self._queue.append((key, job))
+            self._wake_or_spawn()
+
+    def _wake_or_spawn(self) -> None:
+        if self._waiting > 0:
+            self._waiting -= 1  # this waiter is now spoken for
+            self._cond.notify()
+        elif len(self._workers) < self.max_workers:
+            t = threading.Thread(
+                target=self._work, name=f"{self.name}-{next(self._serial)}", daemon=True
+            )
+            self._workers.add(t)
+            t.start()
+
+    def remove(self, key: Hashable) -> bool:
+        """Withdraw a queued job before it starts; False if it already started (or is unknown)."""
+        with self._cond:
+            for item in self._queue:
+                if item[0] == key:
+                    self._queue.remove(item)
+                    return True
+        return False
+
+    def abandon(self, thread: threading.Thread | None) -> None:
+        with self._cond:
+            if thread is None or thread not in self._workers:
+                return
+            self._workers.discard(thread)
+            self._busy -= 1
+            if self._queue:
+                self._wake_or_spawn()
 
     def _work(self) -> None:
+        me = threading.current_thread()
         while True:
-            job = self._queue.get()
-            if job is None:
-                return
+            with self._cond:
+                while not self._queue and not self._closed:
+                    self._waiting += 1
+                    self._cond.wait()
+                if not self._queue:  # closed and drained
+                    self._workers.discard(me)
+                    return
+                _, job = self._queue.popleft()
+                self._busy += 1
             try:
                 job()
             except Exception:  # a job must never kill its worker
                 log.exception("job crashed outside its own error handling")
-            finally:
-                with self._lock:
-                    self._idle += 1
+            with self._cond:
+                if me not in self._workers:
+                    return  # abandoned: a replacement already took this slot
+                self._busy -= 1
 
     @property
     def queued(self) -> int:
-        return self._queue.qsize()
+        return len(self._queue)
+
+    @property
+    def running(self) -> int:
+        return self._busy
 
     def shutdown(self, wait: bool = True, timeout: float | None = None) -> None:
-        with self._lock:
+        """Stop accepting; workers finish what is queued, then exit. ``timeout`` bounds the
+        whole wait (not each thread): workers are daemons, a stuck one does not hold exit."""
+        with self._cond:
             self._closed = True
-            threads = list(self._threads)
-        for _ in threads:
-            self._queue.put(None)
+            self._waiting = 0
+            self._cond.notify_all()
+            threads = list(self._workers)
         if wait:
+            deadline = None if timeout is None else time.monotonic() + timeout
             for t in threads:
-                t.join(timeout)
+                if t is threading.current_thread():
+                    continue
+                t.join(None if deadline is None else max(0.0, deadline - time.monotonic()))
+
+
+class Timer:
+    __slots__ = ("fn", "cancelled")
+
+    def __init__(self, fn: Callable[[], None]) -> None:
+        self.fn = fn
+        self.cancelled = False
+
+    def cancel(self) -> None:
+        self.cancelled = True
+
+
+class Scheduler:
+    """One thread and a heap of deadlines, instead of a thread per timeout or progress flush.
+    Callbacks run on ``runner`` (a small pool) so a slow one (a Slack edit) delays no other."""
+
+    def __init__(self, runner: JobPool) -> None:
+        self._runner = runner
+        self._heap: list[tuple[float, int, Timer]] = []
+        self._cond = threading.Condition()
+        self._seq = itertools.count()
+        self._thread: threading.Thread | None = None
+        self._stopped = False
+
+    def call_later(self, delay: float, fn: Callable[[], None]) -> Timer:
+        timer = Timer(fn)
+        with self._cond:
+            if self._stopped:
+                timer.cancel()
+                return timer
+            heapq.heappush(self._heap, (time.monotonic() + max(0.0, delay), next(self._seq), timer))
+            if self._thread is None:
+                self._thread = threading.Thread(
+                    target=self._loop, name="marvin-scheduler", daemon=True
+                )
+                self._thread.start()
+            self._cond.notify()
+        return timer
+
+    def _loop(self) -> None:
+        with self._cond:
+            while not self._stopped:
+                if not self._heap:
+                    self._cond.wait()
+                    continue
+                when, _, timer = self._heap[0]
+                delay = when - time.monotonic()
+                if delay > 0:
+                    self._cond.wait(delay)
+                    continue
+                heapq.heappop(self._heap)
+                if timer.cancelled:
+                    continue
+                try:
+                    self._runner.submit(timer.fn, force=True)
+                except RuntimeError:
+                    return  # the runner is shut down: so are we
+
+    def stop(self) -> None:
+        with self._cond:
+            self._stopped = True
+            self._heap.clear()
+            self._cond.notify_all()
+
+
+BUSY = "I'm busy right now; please try again in a minute."
+RESTARTING = "I'm restarting; please try again in a minute."
+
+
+@dataclass(frozen=True)
+class JobSettings:
+    """The ``jobs.*`` configuration."""
+
+    workers: int = 32
+    queue: int = 256
+    per_user: int = 4
+    default_timeout: float = 3600.0
+    cancel_grace: float = 5.0  # how long a timed-out handler gets to stop before it's abandoned
+    grace_seconds: float = 30.0  # SIGTERM: how long running jobs get to finish
+    cancel_groups: frozenset[str] = frozenset()
+    lock_by_family: bool = True
+
+    @classmethod
+    def from_config(cls, config: Any) -> JobSettings:
+        get = config.get
+        return cls(
+            workers=get("jobs.workers"),
+            queue=get("jobs.queue"),
+            per_user=get("jobs.per_user"),
+            default_timeout=float(get("jobs.default_timeout")),
+            cancel_grace=float(get("jobs.cancel_grace")),
+            grace_seconds=float(get("jobs.grace_seconds")),
+            cancel_groups=frozenset(g.lower() for g in get("jobs.cancel_groups")),
+            lock_by_family=get("jobs.locks") == "per_family",
+        )
+
+
+@dataclass(frozen=True)
+class Refusal:
+    reason: str  # for the store and the log
+    text: str  # for the requester
+
+
+@dataclass(eq=False)
+class Job:
+    """One accepted execution while this process is responsible for it."""
+
+    execution_id: str
+    command: Command
+    params: Mapping[str, Any]
+    message: Message
+    shown: Mapping[str, Any]  # parameters with secrets redacted, for listings
+    timeout: float
+    mfa: bool = False
+    lock: LockKey | None = None
+    created: float = field(default_factory=time.time)
+    state: str = "queued"  # queued | waiting (for its lock) | running | abandoned
+    started: float | None = None
+    blocked_by: Holder | None = None
+    ctx: Any = None  # the execution.Context once it runs
+    thread: threading.Thread | None = None
+    cancel_event: threading.Event = field(default_factory=threading.Event)
+    done: threading.Event = field(default_factory=threading.Event)
+    cancelled_by: str | None = None
+    timed_out: bool = False
+    _claimed: bool = False
+    _claim_lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    @property
+    def user_id(self) -> str:
+        return self.message.user.id
+
+    @property
+    def requester(self) -> str:
+        return self.message.user.email or self.message.user.id
+
+    @property
+    def progress(self) -> str | None:
+        return getattr(self.ctx, "latest_progress", None)
+
+    @property
+    def finished(self) -> bool:
+        return self._claimed
+
+    def claim(self) -> bool:
+        """Exactly one outcome is recorded: the handler's, a cancel's, a timeout's or a drain's."""
+        with self._claim_lock:
+            if self._claimed:
+                return False
+            self._claimed = True
+            return True
+
+    def holder(self) -> Holder:
+        return Holder(self.execution_id, self.command.ref, self.requester, time.time())
+
+
+class JobManager:
+    """Admission and the live table. Thread-safe; one per Marvin."""
+
+    def __init__(self, settings: JobSettings) -> None:
+        self.settings = settings
+        self.pool = JobPool(settings.workers, settings.queue, name="marvin-job")
+        self._timers = JobPool(8, 1_000_000, name="marvin-timer")  # timeouts, progress
+        self.scheduler = Scheduler(self._timers)
+        self.locks = LockTable()
+        self.accepting = True
+        self._live: dict[str, Job] = {}
+        self._cond = threading.Condition()
+
+    def admit(
+        self, job: Job, runner: Callable[[Job], None], admitted: Callable[[], None]
+    ) -> Refusal | None:
+        """Check the per-user cap and the lock, then queue ``runner(job)``. ``admitted`` is
+        called (to audit "accepted") once the checks pass and before the job can start."""
+        cap = self.settings.per_user
+        with self._cond:
+            if not self.accepting:
+                return Refusal("shutting down", RESTARTING)
+            mine = [j for j in self._live.values() if j.user_id == job.user_id]
+            mine = [j for j in mine if j.state != "abandoned"]
+            if len(mine) >= cap:
+                ids = ", ".join(f"`{j.execution_id}`" for j in mine)
+                return Refusal(
+                    f"per-user limit of {cap}",
+                    f"You already have {len(mine)} commands running or queued ({ids}); "
+                    f"the limit is {cap}. Wait for one to finish, or `cancel` one.",
+                )
+            if job.lock is not None:
+                on_free = (
+                    (lambda: self._lock_passed(job, runner)) if job.command.spec.lock_wait else None
+                )
+                holder = self.locks.acquire(job.lock, job.holder(), on_free)
+                if holder is not None and on_free is None:
+                    return Refusal(
+                        f"{job.lock.describe()} locked by {holder.execution_id}",
+                        f"{job.lock.describe()} is busy: {holder.describe()}. "
+                        "Try again when it has finished.",
+                    )
+                if holder is not None:
+                    job.state, job.blocked_by = "waiting", holder
+            self._live[job.execution_id] = job
+            admitted()
+        if job.state == "queued":
+            try:
+                self.pool.submit(lambda: self._run(job, runner), key=job.execution_id)
+            except (PoolFull, RuntimeError):
+                self.release(job)
+                job.done.set()
+                return Refusal("busy", BUSY)
+        return None
+
+    def _lock_passed(self, job: Job, runner: Callable[[Job], None]) -> None:
+        with self._cond:
+            job.state, job.blocked_by = "queued", None
+        try:
+            self.pool.submit(lambda: self._run(job, runner), key=job.execution_id, force=True)
+        except RuntimeError:
+            self.release(job)  # shutting down: drain has recorded it already
+            job.done.set()
+
+    def _run(self, job: Job, runner: Callable[[Job], None]) -> None:
+        job.thread = threading.current_thread()
+        try:
+            with self._cond:
+                if job.finished:
+                    return  # withdrawn (cancel, drain) after it left the queue
+                job.state, job.started = "running", time.time()
+            runner(job)
+        finally:
+            self.release(job)
+            job.done.set()  # normally already set by execution.finish, after the result
+
+    def release(self, job: Job, *, forget: bool = True) -> None:
+        """Pass ``job``'s lock on and (with ``forget``) drop it from the live table; safe to
+        call more than once. ``execution.finish`` frees the lock first and forgets the job
+        only after the result is said, so ``Marvin.wait`` never returns before it."""
+        start_next = None
+        with self._cond:
+            if job.lock is not None:
+                start_next = self.locks.release(job.lock, job.execution_id)
+            if forget:
+                self._live.pop(job.execution_id, None)
+            self._cond.notify_all()
+        if start_next is not None:
+            start_next()
+
+    def withdraw(self, job: Job, by: str | None = None) -> str:
+        """Cancel: "removed" (had not started: the caller records it), "signalled" (running:
+        its cancel_event is set) or "finished" (already over, or abandoned)."""
+        with self._cond:
+            if job.finished:
+                return "finished"
+            job.cancelled_by = by
+            job.cancel_event.set()  # also stops it should it slip out of the queue right now
+            if job.state == "queued" and self.pool.remove(job.execution_id):
+                return "removed"
+            if job.state == "waiting" and job.lock and self.locks.leave(job.lock, job.execution_id):
+                return "removed"
+            return "signalled"
+
+    def abandon(self, job: Job) -> None:
+        """A timed-out handler that ignores cancellation: free its worker slot, keep its lock
+        (it may still be changing things) until its thread really ends."""
+        with self._cond:
+            job.state = "abandoned"
+        self.pool.abandon(job.thread)
+
+    def close(self) -> list[Job]:
+        """Stop accepting; withdraw everything not yet started and return it."""
+        with self._cond:
+            self.accepting = False
+            pending = [j for j in self._live.values() if j.state in ("queued", "waiting")]
+        for job in pending:
+            self.withdraw(job, by="shutdown")
+        return pending
+
+    def wait_idle(self, timeout: float) -> list[Job]:
+        """Wait up to ``timeout`` for running jobs to end (their result said, not just their
+        lock released); returns those still running."""
+        deadline = time.monotonic() + timeout
+        with self._cond:
+            running = [j for j in self._live.values() if j.state == "running"]
+        for job in running:
+            job.done.wait(max(0.0, deadline - time.monotonic()))
+        return [j for j in running if not j.done.is_set()]
+
+    def get(self, ex_id: str) -> Job | None:
+        with self._cond:
+            return self._live.get(ex_id)
+
+    def live(self) -> list[Job]:
+        with self._cond:
+            return sorted(self._live.values(), key=lambda j: j.created)
+
+    def shutdown(self, timeout: float | None = None) -> None:
+        self.pool.shutdown(wait=True, timeout=timeout)
+        self.scheduler.stop()
+        self._timers.shutdown(wait=False)

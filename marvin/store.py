@@ -56,6 +56,10 @@ MIGRATIONS: list[str] = [
     );
     CREATE INDEX audit_execution ON audit(execution_id);
     """,
+    # 2: which process owns an execution (pid:start-time), for crash recovery.
+    """
+    ALTER TABLE executions ADD COLUMN owner TEXT;
+    """,
 ]
 
 
@@ -107,6 +111,8 @@ class Store:
         thread: str | None,
         source: str,
         state: str = "queued",
+        pid: int | None = None,
+        owner: str | None = None,
     ) -> str:
         now = time.time()
         for _ in range(20):
@@ -115,7 +121,8 @@ class Store:
                 with self._lock:
                     self._db.execute(
                         "INSERT INTO executions (id, ref, params, user_id, email, channel, thread,"
-                        " source, state, created_at) VALUES (?,?,?,?,?,?,?,?,?,?)",
+                        " source, state, created_at, pid, owner)"
+                        " VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
                         (
                             ex_id,
                             ref,
@@ -127,6 +134,8 @@ class Store:
                             source,
                             state,
                             now,
+                            pid,
+                            owner,
                         ),
                     )
                 return ex_id
@@ -142,6 +151,18 @@ class Store:
             self._db.execute(
                 f"UPDATE executions SET {cols} WHERE id = ?", (*fields.values(), ex_id)
             )
+
+    def transition(self, ex_id: str, from_states: tuple[str, ...], **fields: Any) -> bool:
+        """Update only if the execution is still in one of ``from_states`` (recovery must not
+        overwrite an outcome recorded meanwhile); True if it was updated."""
+        cols = ", ".join(f"{k} = ?" for k in fields)
+        marks = ",".join("?" * len(from_states))
+        with self._lock:
+            cur = self._db.execute(
+                f"UPDATE executions SET {cols} WHERE id = ? AND state IN ({marks})",
+                (*fields.values(), ex_id, *from_states),
+            )
+        return cur.rowcount > 0
 
     def get(self, ex_id: str) -> dict[str, Any] | None:
         with self._lock:
