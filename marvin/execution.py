@@ -155,7 +155,15 @@ class Context:
 
 
 def run(app: Any, job: Job) -> None:
-    """Run one accepted execution on the current (job) thread and report the outcome."""
+    """Run one accepted execution on the current (job) thread and report the outcome. Every
+    log line on this thread meanwhile carries the execution id, ref and user."""
+    with structlog.contextvars.bound_contextvars(
+        execution_id=job.execution_id, ref=job.command.ref, user=job.message.user.id
+    ):
+        _run(app, job)
+
+
+def _run(app: Any, job: Job) -> None:
     cmd, params, msg, ex_id = job.command, job.params, job.message, job.execution_id
     store = app.store
     ctx = Context(
