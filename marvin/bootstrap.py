@@ -7,12 +7,13 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 from marvin.app import Marvin
-from marvin.authz import Authorizer, LocalAuthorizer
+from marvin.authz import Authorizer
 from marvin.config import Config
 from marvin.jobs import JobSettings
 from marvin.loader import load_handlers
 from marvin.matcher import Matcher
 from marvin.registry import CommandTable, TableError
+from marvin.security import build_authorizer, build_second_factor
 from marvin.services import Services
 from marvin.store import Store
 from marvin.vocabulary import lint, load_verbs
@@ -21,7 +22,7 @@ __all__ = ["build_table", "build_app", "lint_table"]
 
 
 # Core modules whose ``HANDLERS`` are built-in commands (help, whoami, jobs, history...).
-BUILTIN_MODULES = ("marvin.builtins", "marvin.jobcmds")
+BUILTIN_MODULES = ("marvin.builtins", "marvin.jobcmds", "marvin.auditcmds")
 
 
 def builtin_handlers() -> list[Callable[..., Any]]:
@@ -53,9 +54,9 @@ def load_table(config: Config, *, lint_mode: str | None = None) -> tuple[Command
 
 
 def default_authorizer(config: Config) -> Authorizer:
-    from marvin.security.directory import StaticDirectory
-
-    return LocalAuthorizer(StaticDirectory(config.root / "directory.yaml"))
+    """The policy authorizer from ``security:`` (no Slack identity: the console and CLI
+    operator is trusted by email; the Slack front end calls ``build_authorizer`` itself)."""
+    return build_authorizer(config)
 
 
 def build_app(
@@ -65,13 +66,22 @@ def build_app(
     authorizer: Authorizer | None = None,
     lint_mode: str | None = None,
 ) -> Marvin:
+    deployed = table is None  # the configured command folders, not a test harness table
     if table is None:
         table, _ = load_table(config, lint_mode=lint_mode)
-    return Marvin(
+    authorizer = authorizer or default_authorizer(config)
+    bind = getattr(authorizer, "bind", None)
+    if bind is not None:
+        # The policy must name only commands that exist (checked strictly for the deployed
+        # table; a test harness table only gets warnings, and unmatched commands are refused).
+        bind(table, strict=deployed)
+    app = Marvin(
         table,
         store=Store(config.file("state.sqlite")),
-        authorizer=authorizer or default_authorizer(config),
+        authorizer=authorizer,
         services=Services(config),
         intake_workers=config.get("jobs.intake_workers"),
         settings=JobSettings.from_config(config),
     )
+    app.second_factor = build_second_factor(config, app)  # None: MFA commands are refused
+    return app

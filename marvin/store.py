@@ -15,7 +15,11 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+import structlog
+
 __all__ = ["Store", "new_execution_id", "TERMINAL", "redact"]
+
+log = structlog.get_logger("marvin.audit")
 
 TERMINAL = frozenset({"succeeded", "failed", "cancelled", "timed_out", "interrupted", "refused"})
 
@@ -215,6 +219,18 @@ class Store:
                     detail,
                 ),
             )
+        # One structured log line per audit row, for log pipelines (params arrive redacted).
+        log.info(
+            "audit",
+            audit_event=event,  # structlog reserves "event" for the message
+            execution_id=execution_id,
+            user_id=user_id,
+            email=email,
+            channel=channel,
+            ref=ref,
+            params=params,
+            detail=detail,
+        )
 
     def audit_rows(self, execution_id: str | None = None) -> list[dict[str, Any]]:
         sql, args = "SELECT * FROM audit", ()

@@ -1,0 +1,134 @@
+"""Authorisation cost: 1,000 commands from 50 users through the real security chain.
+
+Starts a real slapd (as the test fixture does) seeded with 50 extra users spread over flat,
+nested (ops -> platform-admins -> everyone-admin) and deep (level1..level4) groups, and the fake
+Slack Web API for ``users.info``. Each command goes through ``identify`` (SlackIdentity +
+LdapDirectory) and ``decide`` (policy). Prints one figure per line:
+
+* ``directory_searches``: LDAP searches over the first 1,000 commands, starting cold. One user
+  search per person (50) plus the nested-group walk, which is cached per group set and shared
+  between users, so it costs a few extra searches once: reported separately, honestly.
+* ``directory_searches_warm``: LDAP searches over a second 1,000 commands (cache warm).
+* ``users_info_calls``: Slack ``users.info`` requests over both runs.
+* ``authz_median_us`` / ``authz_p99_us``: identify + decide per command, cache warm.
+* ``authz_cold_median_us``: the same over the first run (includes LDAP and Slack round trips).
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from slack_sdk import WebClient  # noqa: E402
+
+from marvin import command  # noqa: E402
+from marvin.authz import Refused  # noqa: E402
+from marvin.bootstrap import build_table  # noqa: E402
+from marvin.logs import setup_logging  # noqa: E402
+from marvin.model import User  # noqa: E402
+from marvin.security.authorizer import PolicyAuthorizer  # noqa: E402
+from marvin.security.directory import LdapConfig, LdapDirectory  # noqa: E402
+from marvin.security.policy import load_policy  # noqa: E402
+from marvin.security.slack_identity import SlackIdentity  # noqa: E402
+from tests.fakes.slack import FakeSlack  # noqa: E402
+from tests.fakes.slapd import Slapd  # noqa: E402
+
+USERS = 50
+COMMANDS = 1000
+GROUPS = [["ops"], ["developers"], ["level1"], []]  # nested, flat, deep, none (refused)
+POLICY = """
+rules:
+  - name: production
+    commands: ["bench.*"]
+    targets: {environment: ["prod*"]}
+    groups: [platform-admins]
+    mfa: true
+  - {commands: ["bench.*"], groups: [developers, ops, level4]}
+"""
+
+
+@command("bench.deploy", "deploy {{ environment }}", description="b", examples=["deploy x1"])
+def deploy(ctx, environment):  # noqa: ANN001, ANN201
+    return None
+
+
+@command("bench.status", "bench status", description="b", examples=["bench status"])
+def status(ctx):  # noqa: ANN001, ANN201
+    return None
+
+
+def run(authz: PolicyAuthorizer, table, users: list[User], rng: random.Random) -> list[float]:  # noqa: ANN001
+    cmds = [table["bench.deploy"], table["bench.status"]]
+    times = []
+    for _ in range(COMMANDS):
+        who, cmd = rng.choice(users), rng.choice(cmds)
+        params = {"environment": rng.choice(["demo01", "prod-eu"])} if cmd.params else {}
+        t0 = time.perf_counter()
+        try:
+            authz.decide(authz.identify(who), cmd, params)
+        except Refused:
+            pass  # people in no group are refused: that is part of the cost too
+        times.append((time.perf_counter() - t0) * 1e6)
+    return times
+
+
+def main() -> None:
+    # As `marvin serve` logs (JSON at info), written nowhere: the cost counts, the noise not.
+    setup_logging(json=True, level="info", stream=open(os.devnull, "w"))  # noqa: SIM115
+    work = Path(tempfile.mkdtemp(prefix="authz-bench-"))
+    slapd = Slapd(work / "slapd")
+    slapd.start()
+    try:
+        slapd.seed()
+        with FakeSlack.start() as slack:
+            users = []
+            for i in range(USERS):
+                uid, mail = f"bench{i:02d}", f"bench{i:02d}@example.com"
+                slapd.add_user(uid, mail, GROUPS[i % len(GROUPS)])
+                slack.add_user(f"U0BENCH{i:02d}", email=mail)
+                users.append(User(f"U0BENCH{i:02d}", None, source="slack", team_id=slack.team_id))
+            (work / "rbac.yaml").write_text(POLICY)
+            table = build_table([deploy, status])
+            directory = LdapDirectory(
+                LdapConfig(
+                    url=slapd.url,
+                    bind_dn=slapd.root_dn,
+                    bind_password=slapd.root_pw,
+                    user_base=slapd.people,
+                    group_base=slapd.groups,
+                )
+            )
+            client = WebClient(token=slack.bot_token, base_url=slack.api_url, timeout=5)
+            identity = SlackIdentity(client, team_ids={slack.team_id})
+            authz = PolicyAuthorizer(
+                load_policy(work / "rbac.yaml"), directory, slack_identity=identity
+            )
+            authz.bind(table)
+            rng = random.Random(4)
+            cold = run(authz, table, users, rng)
+            cold_searches = directory.searches
+            warm = run(authz, table, users, rng)
+            warm_searches = directory.searches - cold_searches
+            people = len({u.id for u in users})
+            print(f"directory_searches={cold_searches}")
+            print(f"directory_user_searches={people}")
+            print(f"directory_nested_walk_searches={cold_searches - people}")
+            print(f"directory_searches_warm={warm_searches}")
+            print(f"users_info_calls={identity.calls}")
+            print(f"authz_median_us={statistics.median(warm):.1f}")
+            print(f"authz_p99_us={sorted(warm)[int(len(warm) * 0.99)]:.1f}")
+            print(f"authz_cold_median_us={statistics.median(cold):.1f}")
+            directory.close()
+    finally:
+        slapd.cleanup()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,176 @@
+"""``PolicyAuthorizer``: identity -> directory groups -> policy. Every failure refuses.
+
+Who: a Slack user (``source == "slack"``) is identified only through ``SlackIdentity``
+(``users.info`` on the event's user id); the console and CLI operator by their ``--as`` email.
+Groups come from the directory. What: the first matching rule of the policy decides.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import replace
+from typing import Any
+
+import structlog
+
+from marvin.authz import Decision, Refused, chat_refusal
+from marvin.model import User
+from marvin.registry import Command
+from marvin.security.directory import Directory, UserNotInDirectory
+from marvin.security.policy import Policy, Rule, is_builtin
+
+__all__ = ["PolicyAuthorizer", "NOT_IN_DIRECTORY", "DIRECTORY_DOWN"]
+
+log = structlog.get_logger("marvin.security")
+
+NOT_IN_DIRECTORY = (
+    "You're not in the directory, so I can't run commands for you. "
+    "Ask an administrator to add {email}."
+)
+DIRECTORY_DOWN = "I can't check your groups right now; please try again later."
+
+
+class PolicyAuthorizer:
+    def __init__(
+        self,
+        policy: Policy,
+        directory: Directory,
+        *,
+        slack_identity: Callable[[User], User] | None = None,
+        auditors_group: str | None = None,
+    ) -> None:
+        self.policy = policy
+        self.directory = directory
+        self.slack_identity = slack_identity
+        self.auditors_group = auditors_group.lower() if auditors_group else None
+        self.table: list[Command] = []
+
+    def bind(self, table: Iterable[Command], *, strict: bool = True) -> None:
+        """Remember the table (for ``describe``) and validate the policy against it. Not
+        strict for a table that is not the deployed one (the test harness): unknown refs are
+        then only logged, while "no matching rule: refused" still holds."""
+        self.table = list(table)
+        if strict:
+            self.policy.check(self.table)
+        else:
+            try:
+                self.policy.check(self.table)
+            except ValueError as exc:
+                log.warning("policy does not fit this command table", problems=str(exc))
+
+    # -- who ----------------------------------------------------------------------------------
+
+    def identify(self, user: User) -> User:
+        if user.source == "slack":
+            if self.slack_identity is None:  # never trust a Slack user's claimed email
+                raise Refused(
+                    "I can't check who you are on Slack right now.",
+                    "Slack user but no Slack identity (users.info) configured",
+                )
+            user = self.slack_identity(user)
+        if not user.email:
+            raise Refused("I can't tell who you are (no email).", "no email")
+        try:
+            groups = self.directory.groups_for(user.email)
+        except UserNotInDirectory:
+            raise Refused(
+                NOT_IN_DIRECTORY.format(email=user.email), f"not in directory: {user.email}"
+            ) from None
+        except Exception as exc:  # fail closed: a directory we can't read allows nothing
+            raise Refused(
+                DIRECTORY_DOWN, f"directory error for {user.email}: {type(exc).__name__}: {exc}"
+            ) from None
+        return replace(user, groups=frozenset(groups))
+
+    def is_auditor(self, user: User) -> bool:
+        return bool(self.auditors_group) and self.auditors_group in {g.lower() for g in user.groups}
+
+    # -- what ---------------------------------------------------------------------------------
+
+    def decide(self, user: User, cmd: Command, params: Mapping[str, Any]) -> Decision:
+        from_chat = user.source == "slack"
+        if is_builtin(cmd):  # help, whoami, jobs, cancel, history, status: everyone identified
+            return Decision(True, confirm=cmd.spec.confirm, mfa=cmd.spec.mfa)
+        rule = self.policy.first(cmd, params)
+        where = self.policy.path.name
+        if rule is None:
+            decision = Decision(False, f"No rule in {where} allows `{cmd.ref}`; you can't run it.")
+        elif not rule.admits(user.groups):
+            decision = Decision(False, _refusal(rule, cmd, where))
+        elif from_chat and not (rule.chat and cmd.spec.chat):
+            decision = chat_refusal(cmd)
+            if rule.reason:
+                decision = replace(decision, reason=f"{rule.reason} {decision.reason}")
+        else:
+            decision = Decision(
+                True, mfa=rule.mfa or cmd.spec.mfa, confirm=rule.confirm or cmd.spec.confirm
+            )
+            if cmd.spec.inline and (decision.mfa or decision.confirm):
+                # Inline commands skip the confirm and MFA steps: refuse rather than run unchecked.
+                decision = Decision(False, f"`{cmd.ref}` needs a check that inline commands skip.")
+        # debug: every message passes here; the audit row already records refusals.
+        log.debug(
+            "policy decision",
+            user=user.id,
+            email=user.email,
+            ref=cmd.ref,
+            rule=rule.label if rule else None,
+            allowed=decision.allowed,
+            mfa=decision.mfa,
+            confirm=decision.confirm,
+        )
+        return decision
+
+    def visible(self, user: User, cmd: Command) -> bool:
+        """Shown in ``help`` if some parameter values would let ``user`` run it from here."""
+        if is_builtin(cmd):
+            return True
+        if user.source == "slack" and not cmd.spec.chat:
+            return False
+        return any(self._usable(user, r) for r in self.policy.candidates(cmd))
+
+    def describe(self, user: User) -> list[str]:
+        """Lines for ``whoami``: what needs a Duo push or confirmation, what is CLI-only."""
+        needs: dict[str, list[str]] = {"mfa": [], "confirm": [], "cli": []}
+        count = 0
+        for cmd in self.table:
+            if is_builtin(cmd):
+                continue
+            usable = False
+            for rule in self.policy.candidates(cmd):
+                if not rule.admits(user.groups):
+                    continue
+                when = f" ({rule.describe_targets()})" if rule.targets else ""
+                if not (rule.chat and cmd.spec.chat):
+                    needs["cli"].append(cmd.ref + when)
+                if rule.mfa or cmd.spec.mfa:
+                    needs["mfa"].append(cmd.ref + when)
+                if rule.confirm or cmd.spec.confirm:
+                    needs["confirm"].append(cmd.ref + when)
+                usable = usable or self._usable(user, rule)
+            count += usable
+        lines = [f"You may run {count} command(s) besides the built-ins (say `help`)."]
+        for key, title in (
+            ("mfa", "Needs a Duo push"),
+            ("confirm", "Asks you to confirm"),
+            ("cli", "Command line only, never from chat"),
+        ):
+            if needs[key]:
+                lines.append(f"{title}: " + ", ".join(needs[key]))
+        if self.is_auditor(user):
+            lines.append("You are an auditor: `history N all` and `status` show everyone's.")
+        return lines
+
+    def _usable(self, user: User, rule: Rule) -> bool:
+        return rule.admits(user.groups) and (user.source != "slack" or rule.chat)
+
+
+def _refusal(rule: Rule, cmd: Command, where: str) -> str:
+    if rule.deny:
+        return rule.reason or f"Nobody may run `{cmd.ref}` like that ({where}, {rule.label})."
+    needed = ", ".join(sorted(rule.groups))
+    scope = f" with {rule.describe_targets()}" if rule.targets else ""
+    return (
+        f"You're not allowed to run `{cmd.ref}`{scope}: it needs membership of {needed} "
+        f"({where}, {rule.label})."
+    )

@@ -1,0 +1,225 @@
+"""The access policy (``config/rbac.yaml``): which groups may run which commands, and how.
+
+Format (the file itself documents it for operators)::
+
+    rules:
+      - name: production            # optional; messages say "rule 1 (production)"
+        commands: [platform.create, "api.*"]   # refs or globs (fnmatch: * ? [..])
+        targets: {environment: ["prod*"]}      # optional: parameter -> value globs
+        groups: [platform-admins]   # or `everyone: true`, or `deny: true`
+        mfa: true                   # Duo push before it runs
+        confirm: true               # ask "are you sure?" first
+        chat: false                 # never from chat: command line only
+        reason: "..."               # optional text for refusals (deny / chat: false)
+
+Precedence: **first match wins**, top to bottom, like a firewall. A rule matches a command when
+one of its globs matches the ref and, if it has ``targets``, every named parameter has a value
+matching one of its globs (case-insensitive; an absent value never matches). The first matching
+rule decides alone: if the user is not in its groups they are refused, even if a later rule
+would allow them. So put the narrow rules (production) above the broad ones. No matching rule:
+refused. Built-ins (the ``marvin`` family: help, whoami, jobs, cancel, history, status) are
+allowed to everyone identified and cannot be named in the policy.
+
+The command's own flags (``@command(mfa=True, confirm=True, chat=False)``) are a floor: the policy
+can add MFA, confirmation or "not from chat", never remove them.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import re
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from marvin.registry import Command
+
+__all__ = ["Policy", "PolicyError", "Rule", "BUILTIN_FAMILY", "is_builtin", "load_policy"]
+
+BUILTIN_FAMILY = "marvin"
+_GLOB = re.compile(r"^[a-z0-9_*?\[\]!.-]+$")
+_RULE_KEYS = {"name", "commands", "targets", "groups", "everyone", "deny", "mfa", "confirm", "chat"}
+_RULE_KEYS |= {"reason"}
+
+
+class PolicyError(ValueError):
+    """The policy file is malformed or names no command; the message names file and rule."""
+
+
+def is_builtin(cmd: Command) -> bool:
+    return cmd.spec.family == BUILTIN_FAMILY
+
+
+@dataclass(frozen=True)
+class Rule:
+    index: int  # 1-based position in the file, for messages
+    name: str
+    commands: tuple[str, ...]
+    targets: Mapping[str, tuple[str, ...]]
+    groups: frozenset[str]
+    everyone: bool = False
+    deny: bool = False
+    mfa: bool = False
+    confirm: bool = False
+    chat: bool = True
+    reason: str = ""
+
+    @property
+    def label(self) -> str:
+        return f"rule {self.index}" + (f" ({self.name})" if self.name else "")
+
+    def covers(self, ref: str) -> bool:
+        return any(fnmatch.fnmatchcase(ref, glob) for glob in self.commands)
+
+    def applies(self, cmd: Command, params: Mapping[str, Any]) -> bool:
+        if not self.covers(cmd.ref):
+            return False
+        for name, globs in self.targets.items():
+            value = params.get(name)
+            if value is None:
+                return False
+            text = str(value).strip().lower()
+            if not any(fnmatch.fnmatchcase(text, g) for g in globs):
+                return False
+        return True
+
+    def admits(self, groups: Iterable[str]) -> bool:
+        if self.deny:
+            return False
+        return self.everyone or bool(self.groups & {g.lower() for g in groups})
+
+    def describe_targets(self) -> str:
+        return ", ".join(f"{k}={'|'.join(v)}" for k, v in self.targets.items())
+
+
+class Policy:
+    """An ordered list of rules; ``first(cmd, params)`` is the one that decides."""
+
+    def __init__(self, rules: Iterable[Rule], path: str | Path = "<policy>") -> None:
+        self.rules = tuple(rules)
+        self.path = Path(path)
+
+    def first(self, cmd: Command, params: Mapping[str, Any]) -> Rule | None:
+        for rule in self.rules:
+            if rule.applies(cmd, params):
+                return rule
+        return None
+
+    def candidates(self, cmd: Command) -> list[Rule]:
+        """Rules that may decide for ``cmd`` for some parameter values, in order: stops after
+        the first one without targets (nothing below it can ever match ``cmd``)."""
+        out = []
+        for rule in self.rules:
+            if rule.covers(cmd.ref):
+                out.append(rule)
+                if not rule.targets:
+                    break
+        return out
+
+    def check(self, table: Iterable[Command]) -> None:
+        """Start-up validation against the command table: every glob must match a command, a
+        target must be a parameter of one of the rule's commands, no rule may be unreachable."""
+        commands = [c for c in table if not is_builtin(c)]
+        builtins = [c for c in table if is_builtin(c)]
+        problems: list[str] = []
+        for i, rule in enumerate(self.rules):
+            for glob in rule.commands:
+                hits = [c for c in commands if fnmatch.fnmatchcase(c.ref, glob)]
+                if hits:
+                    continue
+                if any(fnmatch.fnmatchcase(c.ref, glob) for c in builtins):
+                    problems.append(
+                        f"{rule.label}: {glob!r} names only built-ins, which are always allowed "
+                        "to everyone identified"
+                    )
+                else:
+                    problems.append(f"{rule.label}: {glob!r} matches no command")
+            covered = [c for c in commands if rule.covers(c.ref)]
+            inline = [c.ref for c in covered if c.spec.inline]
+            if inline and (rule.mfa or rule.confirm):
+                problems.append(
+                    f"{rule.label}: mfa/confirm can't apply to inline command(s) "
+                    + ", ".join(inline)
+                )
+            for name in rule.targets:
+                if covered and not any(name in c.params for c in covered):
+                    problems.append(
+                        f"{rule.label}: target {name!r} is not a parameter of "
+                        + ", ".join(c.ref for c in covered)
+                    )
+            earlier = [r for r in self.rules[:i] if not r.targets]
+            if covered and all(any(r.covers(c.ref) for r in earlier) for c in covered):
+                problems.append(
+                    f"{rule.label} can never match: rules above it match all its commands first"
+                )
+        if problems:
+            raise PolicyError(f"{self.path}: " + f"\n{self.path}: ".join(problems))
+
+
+def load_policy(path: str | Path) -> Policy:
+    """Parse and validate the file's structure (``Policy.check`` then validates refs)."""
+    path = Path(path)
+    try:
+        doc = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise PolicyError(f"{path}: cannot read the policy: {exc}") from None
+    except yaml.YAMLError as exc:
+        raise PolicyError(f"{path}: not valid YAML: {exc}") from None
+    if not isinstance(doc, dict) or set(doc) - {"rules"} or not isinstance(doc.get("rules"), list):
+        raise PolicyError(f"{path}: expected a mapping with one key, `rules:` (a list of rules)")
+    return Policy((_rule(path, i, raw) for i, raw in enumerate(doc["rules"], 1)), path)
+
+
+def _rule(path: Path, index: int, raw: Any) -> Rule:
+    where = f"{path}: rule {index}"
+    if isinstance(raw, dict) and isinstance(raw.get("name"), str):
+        where += f" ({raw['name']})"
+
+    def err(problem: str) -> PolicyError:
+        return PolicyError(f"{where}: {problem}")
+
+    if not isinstance(raw, dict):
+        raise err("expected a mapping such as {commands: [...], groups: [...]}")
+    unknown = sorted(str(k) for k in raw if k not in _RULE_KEYS)
+    if unknown:
+        raise err(f"unknown key(s) {', '.join(unknown)}; allowed: {', '.join(sorted(_RULE_KEYS))}")
+    commands = _globs(raw.get("commands"), "commands", err)
+    for glob in commands:
+        if not _GLOB.match(glob) or "." not in glob and glob != "*":
+            raise err(f"commands: {glob!r} is not a command ref or glob such as platform.*")
+    targets: dict[str, tuple[str, ...]] = {}
+    raw_targets = raw.get("targets") or {}
+    if not isinstance(raw_targets, dict):
+        raise err("targets: expected a mapping of parameter -> value glob(s)")
+    for name, value in raw_targets.items():
+        if not isinstance(name, str) or not name.isidentifier():
+            raise err(f"targets: {name!r} is not a parameter name")
+        targets[name] = tuple(g.lower() for g in _globs(value, f"targets.{name}", err))
+    flags = {}
+    for key, default in (("everyone", False), ("deny", False), ("mfa", False), ("confirm", False)):
+        flags[key] = raw.get(key, default)
+    flags["chat"] = raw.get("chat", True)
+    for key, value in flags.items():
+        if not isinstance(value, bool):
+            raise err(f"{key}: expected true or false, got {value!r}")
+    groups: frozenset[str] = frozenset()
+    if "groups" in raw:
+        groups = frozenset(g.lower() for g in _globs(raw["groups"], "groups", err))
+    if sum((bool(groups), flags["everyone"], flags["deny"])) != 1:
+        raise err("say who: exactly one of `groups: [...]`, `everyone: true` or `deny: true`")
+    name, reason = raw.get("name", ""), raw.get("reason", "")
+    if not isinstance(name, str) or not isinstance(reason, str):
+        raise err("name and reason must be text")
+    return Rule(index, name, commands, targets, groups, reason=reason, **flags)
+
+
+def _globs(value: Any, key: str, err: Any) -> tuple[str, ...]:
+    items = [value] if isinstance(value, str) else value
+    if not isinstance(items, list) or not items:
+        raise err(f"{key}: expected a name or a non-empty list of names")
+    if not all(isinstance(v, str) and v.strip() for v in items):
+        raise err(f"{key}: every entry must be non-empty text")
+    return tuple(v.strip() for v in items)
