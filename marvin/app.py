@@ -246,7 +246,12 @@ class Marvin:
                 ex_id, state="refused", reason=refusal.reason, finished_at=time.time()
             )
             self.store.audit(
-                "refused", execution_id=ex_id, user_id=user.id, ref=cmd.ref, detail=refusal.reason
+                "refused",
+                execution_id=ex_id,
+                user_id=user.id,
+                email=user.email,
+                detail=refusal.reason,
+                **audit,
             )
             log.info("refused", execution_id=ex_id, ref=cmd.ref, reason=refusal.reason)
             msg.responder.whisper(refusal.text)
@@ -278,7 +283,13 @@ class Marvin:
             reason = "second factor not approved"
         self.store.update(ex_id, state="refused", reason=reason, finished_at=time.time())
         self.store.audit(
-            "refused", execution_id=ex_id, user_id=msg.user.id, ref=cmd.ref, detail=reason
+            "refused",
+            execution_id=ex_id,
+            user_id=msg.user.id,
+            email=msg.user.email,
+            channel=msg.channel,
+            ref=cmd.ref,
+            detail=reason,
         )
         msg.responder.whisper(f"`{cmd.ref}` was not run: {reason}.")
         msg.responder.react("failed")
