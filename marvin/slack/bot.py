@@ -1,0 +1,147 @@
+"""The Slack front end: a Bolt App on the ack-first Socket Mode handler, feeding Marvin.
+
+Bolt listeners only filter, deduplicate and enqueue (``Marvin.handle`` returns at once):
+matching, authorisation and the command run on Marvin's own pools, so a slow command never
+delays an acknowledgement or another user's command.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable
+from typing import Any
+
+import structlog
+from slack_bolt import App
+from slack_sdk import WebClient
+from slack_sdk.errors import SlackApiError, SlackClientError
+from slack_sdk.http_retry.builtin_handlers import (
+    ConnectionErrorRetryHandler,
+    RateLimitErrorRetryHandler,
+    ServerErrorRetryHandler,
+)
+
+from marvin.slack.confirm import ACTION_PATTERN, Confirmations
+from marvin.slack.events import Deduper, Gate, Inbound, to_message
+from marvin.slack.responder import SlackResponder
+from marvin.slack.settings import SlackSettings
+from marvin.slack.socket import AckFirstHandler
+
+__all__ = ["SlackBot", "web_client"]
+
+log = structlog.get_logger("marvin.slack")
+
+
+def web_client(token: str, base_url: str) -> WebClient:
+    """A WebClient on ``base_url`` (SLACK_API_URL) that rides out rate limits (429 +
+    Retry-After), 5xx and dropped connections."""
+    return WebClient(
+        token=token,
+        base_url=base_url if base_url.endswith("/") else base_url + "/",
+        timeout=30,
+        retry_handlers=[
+            ConnectionErrorRetryHandler(max_retry_count=3),
+            RateLimitErrorRetryHandler(max_retry_count=5),
+            ServerErrorRetryHandler(max_retry_count=3),
+        ],
+    )
+
+
+class _QuietTokenWarning(logging.Filter):
+    """Bolt reads SLACK_BOT_TOKEN itself and then warns that client= wins; it is the same
+    token, so the warning is noise at every start."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "`token` will be unused" not in record.getMessage()
+
+
+logging.getLogger("slack_bolt.App").addFilter(_QuietTokenWarning())
+
+
+class SlackBot:
+    """Owns the Bolt App, the socket handler, the dedupe gate and the open confirmations."""
+
+    def __init__(
+        self,
+        marvin: Any,
+        client: WebClient,
+        app_token: str,
+        settings: SlackSettings,
+        *,
+        bot_user_id: str | None,
+    ) -> None:
+        self.marvin, self.client, self.settings = marvin, client, settings
+        self.gate = Gate(Deduper(settings.dedupe_seconds, settings.dedupe_max), bot_user_id)
+        self.confirmations = Confirmations(client, self._submit, timeout=settings.confirm_timeout)
+        # process_before_response: the listener runs right on the socket worker (after our
+        # ack) instead of hopping to Bolt's own pool; it only enqueues, so this is quick.
+        self.app = App(client=client, process_before_response=True)
+        self.app.event("app_mention")(self._on_event)
+        self.app.event("message")(self._on_event)
+        self.app.action(ACTION_PATTERN)(self._on_action)
+        self.handler = AckFirstHandler(self.app, app_token, ping_interval=settings.ping_interval)
+
+    # -- lifecycle ---------------------------------------------------------------------------
+
+    def connect(self) -> None:
+        """Open the socket (apps.connections.open raises SlackApiError for a bad app token)."""
+        self.handler.connect()
+
+    def connected(self) -> bool:
+        return self.handler.connected()
+
+    def close(self, timeout: float = 3.0) -> None:
+        """Close the socket; bounded, because the client's reader may sit in recv a while."""
+        self.confirmations.close()
+        closer = threading.Thread(target=self.handler.close, name="marvin-socket-close")
+        closer.daemon = True
+        closer.start()
+        closer.join(timeout)
+
+    def notify_interrupted(self, row: dict[str, Any]) -> None:
+        """For ``Marvin.recover``: tell the requester, in their thread, what a restart cut."""
+        channel = row.get("channel")
+        if not channel or channel[0] not in "CDG":  # console and CLI runs have no channel
+            return
+        text = row.get("notice") or (
+            f"`{row['id']}` ({row.get('ref')}) was interrupted by a restart; "
+            "please check before retrying."
+        )
+        kwargs: dict[str, Any] = {"channel": channel, "text": text}
+        if row.get("thread"):
+            kwargs["thread_ts"] = row["thread"]
+        try:
+            self.client.chat_postMessage(**kwargs)
+        except (SlackApiError, SlackClientError, OSError):
+            log.warning("could not post an interruption notice", execution_id=row.get("id"))
+
+    # -- listeners (on socket-mode worker threads, after the ack) ------------------------------
+
+    def _on_event(self, body: dict[str, Any]) -> None:
+        inbound = self.gate.admit(body)
+        if inbound is not None:
+            self.marvin.handle(to_message(inbound, self.responder(inbound)))
+
+    def _on_action(self, ack: Callable[[], Any], body: dict[str, Any]) -> None:
+        ack()  # already acknowledged on the socket; this just keeps Bolt content
+        self.confirmations.on_action(body)
+
+    def responder(self, inbound: Inbound) -> SlackResponder:
+        event = inbound.event
+        # In a channel: a thread under the user's message (or its thread). In a DM: the
+        # conversation itself, unless the user wrote in a thread there.
+        thread = event.get("thread_ts") if inbound.is_dm else event.get("thread_ts") or event["ts"]
+        return SlackResponder(
+            self.client,
+            channel=event["channel"],
+            ts=event["ts"],
+            user_id=event["user"],
+            thread_ts=thread,
+            is_dm=inbound.is_dm,
+            settings=self.settings,
+            confirmations=self.confirmations,
+        )
+
+    def _submit(self, job: Callable[[], None]) -> None:
+        self.marvin.intake.submit(job)

@@ -1,0 +1,201 @@
+"""Confirm/Cancel buttons for commands that ask for confirmation.
+
+Only the requester may answer; others get an ephemeral note. A question not answered within
+``timeout`` seconds is dropped (its message says so) and a late press is told it expired. The
+answer (``on_result``) runs on Marvin's pool through ``submit``, never on a Bolt thread.
+"""
+
+from __future__ import annotations
+
+import re
+import threading
+import uuid
+from collections import OrderedDict
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import structlog
+from slack_sdk import WebClient
+from slack_sdk.errors import SlackApiError, SlackClientError
+
+__all__ = ["Confirmations", "CONFIRM", "CANCEL", "ACTION_PATTERN"]
+
+log = structlog.get_logger("marvin.slack.confirm")
+
+CONFIRM, CANCEL = "marvin_confirm", "marvin_cancel"
+ACTION_PATTERN = re.compile(rf"^({CONFIRM}|{CANCEL})$")
+_ERRORS = (SlackApiError, SlackClientError, OSError)
+
+
+@dataclass
+class _Pending:
+    requester: str
+    prompt: str
+    on_result: Callable[[bool], None]
+    channel: str
+    ts: str
+    thread_ts: str | None
+    timer: threading.Timer | None = field(default=None, repr=False)
+
+
+class Confirmations:
+    """Open questions by token (the buttons' value)."""
+
+    def __init__(
+        self,
+        client: WebClient,
+        submit: Callable[[Callable[[], None]], None],
+        *,
+        timeout: float = 300.0,
+        remember: int = 10_000,
+    ) -> None:
+        self.client, self.submit, self.timeout = client, submit, timeout
+        self._pending: dict[str, _Pending] = {}
+        self._closed: OrderedDict[str, str] = OrderedDict()  # token -> "expired" | "answered"
+        self._remember = remember
+        self._lock = threading.Lock()
+
+    def ask(
+        self,
+        *,
+        channel: str,
+        thread_ts: str | None,
+        requester: str,
+        prompt: str,
+        on_result: Callable[[bool], None],
+    ) -> None:
+        token = uuid.uuid4().hex
+        minutes = f"{self.timeout / 60:g} minute" + ("" if self.timeout == 60 else "s")
+        note = f"Only <@{requester}> can answer; this expires in {minutes}."
+        blocks = [
+            {"type": "section", "text": {"type": "mrkdwn", "text": prompt}},
+            {
+                "type": "actions",
+                "block_id": "marvin_confirmation",
+                "elements": [
+                    _button("Confirm", CONFIRM, token, "primary"),
+                    _button("Cancel", CANCEL, token, None),
+                ],
+            },
+            {"type": "context", "elements": [{"type": "mrkdwn", "text": note}]},
+        ]
+        kwargs: dict[str, Any] = {"channel": channel, "text": f"{prompt} {note}", "blocks": blocks}
+        if thread_ts:
+            kwargs["thread_ts"] = thread_ts
+        try:
+            resp = self.client.chat_postMessage(**kwargs)
+        except _ERRORS:
+            log.warning("could not post a confirmation", channel=channel, exc_info=True)
+            return  # nothing to press: the command simply does not run
+        pending = _Pending(requester, prompt, on_result, resp["channel"], resp["ts"], thread_ts)
+        pending.timer = threading.Timer(self.timeout, self._expire, args=(token,))
+        pending.timer.daemon = True
+        with self._lock:
+            self._pending[token] = pending
+        pending.timer.start()
+
+    def press(self, body: dict[str, Any]) -> None:
+        """A Confirm or Cancel click (a ``block_actions`` payload); on Marvin's pool."""
+        action = (body.get("actions") or [{}])[0]
+        token, ok = str(action.get("value") or ""), action.get("action_id") == CONFIRM
+        presser = (body.get("user") or {}).get("id", "")
+        container = body.get("container") or {}
+        channel = container.get("channel_id") or (body.get("channel") or {}).get("id", "")
+        thread_ts = (body.get("message") or {}).get("thread_ts")
+        with self._lock:
+            pending = self._pending.get(token)
+            if pending is not None and presser == pending.requester:
+                del self._pending[token]
+                self._forget(token, "answered")
+            state = self._closed.get(token)
+        if pending is None:
+            text = (
+                "This confirmation has expired; nothing was run. Ask again if you still need it."
+                if state != "answered"
+                else "This was already answered."
+            )
+            self._ephemeral(channel, presser, text, thread_ts)
+            return
+        if presser != pending.requester:
+            text = f"Only <@{pending.requester}> can confirm or cancel this."
+            self._ephemeral(channel, presser, text, pending.thread_ts)
+            return
+        if pending.timer is not None:
+            pending.timer.cancel()
+        verdict = f":white_check_mark: <@{presser}> confirmed" if ok else f"<@{presser}> cancelled"
+        self._close_message(pending, f"{pending.prompt}\n{verdict}.")
+        log.info("confirmation answered", confirmed=ok, user=presser)
+        pending.on_result(ok)
+
+    def on_action(self, body: dict[str, Any]) -> None:
+        """From the Bolt listener: hand the click to Marvin's pool."""
+        try:
+            self.submit(lambda: self._safe_press(body))
+        except Exception:  # pool full or shutting down: tell the presser, don't block Bolt
+            user = (body.get("user") or {}).get("id", "")
+            channel = (body.get("container") or {}).get("channel_id", "")
+            self._ephemeral(channel, user, "I'm busy or restarting; please press again.", None)
+
+    def close(self) -> None:
+        with self._lock:
+            pending, self._pending = list(self._pending.values()), {}
+        for p in pending:
+            if p.timer is not None:
+                p.timer.cancel()
+
+    def __len__(self) -> int:
+        return len(self._pending)
+
+    # -- internals ---------------------------------------------------------------------------
+
+    def _safe_press(self, body: dict[str, Any]) -> None:
+        try:
+            self.press(body)
+        except Exception:
+            log.exception("confirmation handling failed")
+
+    def _expire(self, token: str) -> None:
+        with self._lock:
+            pending = self._pending.pop(token, None)
+            if pending is None:
+                return
+            self._forget(token, "expired")
+        log.info("confirmation expired", user=pending.requester)
+        self._close_message(pending, f"{pending.prompt}\n:hourglass: Expired; nothing was run.")
+
+    def _forget(self, token: str, state: str) -> None:
+        self._closed[token] = state  # caller holds the lock
+        while len(self._closed) > self._remember:
+            self._closed.popitem(last=False)
+
+    def _close_message(self, pending: _Pending, text: str) -> None:
+        block = {"type": "section", "text": {"type": "mrkdwn", "text": text}}
+        try:
+            self.client.chat_update(
+                channel=pending.channel, ts=pending.ts, text=text, blocks=[block]
+            )
+        except _ERRORS:
+            log.warning("could not update a confirmation", exc_info=True)
+
+    def _ephemeral(self, channel: str, user: str, text: str, thread_ts: str | None) -> None:
+        if not channel or not user:
+            return
+        try:
+            self.client.chat_postEphemeral(
+                channel=channel, user=user, text=text, thread_ts=thread_ts
+            )
+        except _ERRORS:
+            log.warning("could not post an ephemeral note", exc_info=True)
+
+
+def _button(label: str, action_id: str, value: str, style: str | None) -> dict[str, Any]:
+    out: dict[str, Any] = {
+        "type": "button",
+        "text": {"type": "plain_text", "text": label},
+        "action_id": action_id,
+        "value": value,
+    }
+    if style:
+        out["style"] = style
+    return out

@@ -1,0 +1,154 @@
+"""Which Slack events are commands, and which were already seen.
+
+A bot must never trigger Marvin, so anything with a bot marker, a hidden subtype or no human
+author is dropped. Slack redelivers un-acknowledged envelopes, sometimes resends one, and has
+been seen sending one message under two event ids (and a DM mention arrives both as
+``app_mention`` and as ``message``), so acceptance is keyed both by event id and by
+``(channel, ts)``.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Callable, Hashable, Iterable
+from dataclasses import dataclass
+from typing import Any
+
+import structlog
+
+from marvin.model import Message, Responder, User
+
+__all__ = ["Deduper", "Gate", "Inbound", "classify", "to_message"]
+
+log = structlog.get_logger("marvin.slack.events")
+
+# Subtypes that are still a person typing a message; every other subtype (bot_message,
+# message_changed, message_deleted, channel_join, ...) is not a command.
+_HUMAN_SUBTYPES = frozenset({None, "thread_broadcast", "file_share"})
+
+
+@dataclass(frozen=True)
+class Inbound:
+    """An event that is a command candidate."""
+
+    event: dict[str, Any]
+    event_id: str | None
+    is_dm: bool
+
+    @property
+    def key(self) -> tuple[str, str]:
+        return (self.event["channel"], self.event["ts"])
+
+
+def classify(event: dict[str, Any], bot_user_id: str | None) -> str | None:
+    """None if ``event`` may be a command, else why it is ignored (for the debug log)."""
+    kind = event.get("type")
+    if kind == "message":
+        if event.get("channel_type") != "im":
+            return "not a direct message"
+    elif kind != "app_mention":
+        return f"event type {kind}"
+    if event.get("subtype") not in _HUMAN_SUBTYPES or event.get("hidden"):
+        return f"subtype {event.get('subtype')}"
+    if event.get("bot_id") or event.get("bot_profile"):
+        return "from a bot"
+    user = event.get("user")
+    if not user or not isinstance(user, str):
+        return "no user"
+    if bot_user_id and user == bot_user_id:
+        return "my own message"
+    if not event.get("channel") or not event.get("ts"):
+        return "no channel or ts"
+    return None
+
+
+class Deduper:
+    """Keys seen in the last ``ttl`` seconds, at most ``max_entries`` of them (oldest go
+    first). Thread-safe: events arrive on several socket-mode worker threads at once."""
+
+    def __init__(
+        self,
+        ttl: float = 900.0,
+        max_entries: int = 100_000,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.ttl, self.max_entries, self.clock = ttl, max_entries, clock
+        self._seen: OrderedDict[Hashable, float] = OrderedDict()  # key -> expiry, in time order
+        self._lock = threading.Lock()
+
+    def seen(self, keys: Iterable[Hashable]) -> bool:
+        """Record ``keys`` (aliases of one message); True if any was already recorded."""
+        now = self.clock()
+        keys = [k for k in keys if k is not None]
+        with self._lock:
+            while self._seen:  # TTL is constant, so insertion order is expiry order
+                oldest, expiry = next(iter(self._seen.items()))
+                if expiry > now and len(self._seen) + len(keys) <= self.max_entries:
+                    break
+                del self._seen[oldest]
+            dup = any(k in self._seen for k in keys)
+            for k in keys:
+                self._seen[k] = now + self.ttl
+                self._seen.move_to_end(k)
+            return dup
+
+    def __len__(self) -> int:
+        return len(self._seen)
+
+
+class Gate:
+    """Filter, then deduplicate. Returns the Inbound to act on, or None."""
+
+    def __init__(self, deduper: Deduper, bot_user_id: str | None) -> None:
+        self.deduper, self.bot_user_id = deduper, bot_user_id
+
+    def admit(self, payload: dict[str, Any], retry_attempt: int | None = None) -> Inbound | None:
+        event = payload.get("event") or {}
+        event_id = payload.get("event_id")
+        why = classify(event, self.bot_user_id)
+        if why is not None:
+            log.debug("event ignored", event_id=event_id, reason=why, type=event.get("type"))
+            return None
+        inbound = Inbound(event, event_id, event.get("channel_type") == "im")
+        keys = [("ev", event_id) if event_id else None, ("msg", *inbound.key)]
+        if self.deduper.seen(keys):
+            log.info(
+                "duplicate event dropped",
+                event_id=event_id,
+                channel=inbound.key[0],
+                ts=inbound.key[1],
+                retry_attempt=retry_attempt,
+                type=event.get("type"),
+            )
+            return None
+        return inbound
+
+
+def to_message(inbound: Inbound, responder: Responder) -> Message:
+    """The core's Message. Only ids are trusted: the authorizer resolves the email through
+    users.info; display names are never used to decide anything."""
+    event = inbound.event
+    ts = event["ts"]
+    user = User(
+        id=event["user"],
+        email=None,
+        name="",
+        source="slack",
+        team_id=event.get("user_team") or event.get("team"),
+        extra={
+            "user_team": event.get("user_team"),
+            "team": event.get("team"),
+            "source_team": event.get("source_team"),
+        },
+    )
+    return Message(
+        text=event.get("text") or "",
+        user=user,
+        responder=responder,
+        channel=event["channel"],
+        thread=event.get("thread_ts") or ts,
+        ts=ts,
+        is_dm=inbound.is_dm,
+    )

@@ -1,0 +1,155 @@
+"""How Marvin answers one Slack message: thread replies, ephemeral refusals, one progress
+message, state reactions, long output split or attached, and Confirm/Cancel buttons.
+
+Called from Marvin's job and intake threads, never Bolt's. A failed Web API call is logged and
+swallowed: the command's outcome must not depend on whether the chat message got through
+(slack_sdk's retry handlers have already retried rate limits, 5xx and dropped connections).
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+import structlog
+from slack_sdk import WebClient
+from slack_sdk.errors import SlackApiError, SlackClientError
+
+from marvin.model import Reply, State
+from marvin.slack.settings import SlackSettings
+from marvin.slack.text import split_text, summary
+
+if TYPE_CHECKING:
+    from marvin.slack.confirm import Confirmations
+
+__all__ = ["SlackResponder"]
+
+log = structlog.get_logger("marvin.slack.responder")
+_ERRORS = (SlackApiError, SlackClientError, OSError)
+
+
+class SlackResponder:
+    """Replies for the message ``ts`` by ``user_id`` in ``channel``. ``thread_ts`` is where
+    replies go: the user's message (or its thread) in a channel, None at the top of a DM."""
+
+    def __init__(
+        self,
+        client: WebClient,
+        *,
+        channel: str,
+        ts: str,
+        user_id: str,
+        thread_ts: str | None,
+        is_dm: bool,
+        settings: SlackSettings,
+        confirmations: Confirmations | None = None,
+    ) -> None:
+        self.client = client
+        self.channel, self.ts, self.user_id = channel, ts, user_id
+        self.thread_ts, self.is_dm = thread_ts, is_dm
+        self.settings = settings
+        self.confirmations = confirmations
+        self._progress_ts: str | None = None
+        self._progress_lock = threading.Lock()  # one progress message, even from two threads
+
+    # -- Responder protocol ------------------------------------------------------------------
+
+    def say(self, reply: str | Reply) -> None:
+        if isinstance(reply, Reply) and reply.blocks:
+            limit = self.settings.max_message_chars
+            text = reply.text
+            if len(text) > limit:  # only the notification fallback; the blocks carry it all
+                text = text[: limit - 40].rstrip() + "\n… (see the message for the rest)"
+            self._call("chat_postMessage", text=text, blocks=reply.blocks, **self._where())
+            return
+        self._post_long(reply.text if isinstance(reply, Reply) else str(reply))
+
+    def whisper(self, text: str) -> None:
+        if self.is_dm:  # nobody else can see a DM: a normal message reads better
+            self._post_long(text)
+            return
+        for piece in split_text(text, self.settings.max_message_chars):
+            self._call(
+                "chat_postEphemeral",
+                channel=self.channel,
+                user=self.user_id,
+                text=piece,
+                thread_ts=self.thread_ts,
+            )
+
+    def progress(self, text: str) -> None:
+        limit = self.settings.max_message_chars
+        if len(text) > limit:  # a status line; say so rather than cut silently
+            text = text[: limit - 20].rstrip() + " … (truncated)"
+        with self._progress_lock:
+            if self._progress_ts is None:
+                resp = self._call("chat_postMessage", text=text, **self._where())
+                if resp is not None:
+                    self._progress_ts = resp.get("ts")
+            else:
+                self._call("chat_update", channel=self.channel, ts=self._progress_ts, text=text)
+
+    def react(self, state: State) -> None:
+        name = self.settings.reactions.get(state)
+        if not name:
+            return
+        self._call(
+            "reactions_add",
+            channel=self.channel,
+            timestamp=self.ts,
+            name=name,
+            quiet=("already_reacted",),
+        )
+
+    def confirm(self, prompt: str, on_result: Callable[[bool], None]) -> None:
+        if self.confirmations is None:
+            self.whisper("I can't ask for confirmation here, so nothing was run.")
+            return
+        self.confirmations.ask(
+            channel=self.channel,
+            thread_ts=self.thread_ts,
+            requester=self.user_id,
+            prompt=prompt,
+            on_result=on_result,
+        )
+
+    # -- internals ---------------------------------------------------------------------------
+
+    def _where(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"channel": self.channel, "unfurl_links": False}
+        if self.thread_ts:
+            out["thread_ts"] = self.thread_ts
+        return out
+
+    def _post_long(self, text: str) -> None:
+        """One message, several (split at lines), or a file beyond the threshold."""
+        if not text.strip():
+            return
+        if len(text) > self.settings.file_threshold_chars and self._upload(text):
+            return
+        for piece in split_text(text, self.settings.max_message_chars):
+            self._call("chat_postMessage", text=piece, **self._where())
+
+    def _upload(self, text: str) -> bool:
+        lines = text.count("\n") + 1
+        comment = f"{summary(text)}\n(full output: {len(text):,} characters, {lines:,} lines)"
+        resp = self._call(
+            "files_upload_v2",
+            channel=self.channel,
+            thread_ts=self.thread_ts,
+            content=text,
+            filename="marvin-output.txt",
+            title="Marvin output",
+            initial_comment=comment,
+        )
+        return resp is not None  # on failure the caller splits into messages instead
+
+    def _call(self, method: str, *, quiet: tuple[str, ...] = (), **kwargs: Any) -> Any:
+        try:
+            return getattr(self.client, method)(**kwargs)
+        except _ERRORS as exc:
+            error = exc.response.get("error") if isinstance(exc, SlackApiError) else repr(exc)
+            if error not in quiet:
+                log.warning("slack call failed", method=method, channel=self.channel, error=error)
+            return None
