@@ -19,10 +19,35 @@ from marvin.matcher import Matcher  # noqa: E402
 from marvin.normalize import normalize  # noqa: E402
 from marvin.registry import CommandTable, command  # noqa: E402
 
-VERBS = ["create", "restore", "destroy", "snapshot", "scale", "restart", "deploy", "pause",
-         "resume", "enable", "disable", "show", "list", "get", "set"]
-OBJECTS = ["environment", "database", "group", "service", "cache", "queue", "worker", "flag",
-           "job", "bucket"]
+VERBS = [
+    "create",
+    "restore",
+    "destroy",
+    "snapshot",
+    "scale",
+    "restart",
+    "deploy",
+    "pause",
+    "resume",
+    "enable",
+    "disable",
+    "show",
+    "list",
+    "get",
+    "set",
+]
+OBJECTS = [
+    "environment",
+    "database",
+    "group",
+    "service",
+    "cache",
+    "queue",
+    "worker",
+    "flag",
+    "job",
+    "bucket",
+]
 
 
 def make_table(n: int) -> tuple[CommandTable, list[str]]:
@@ -33,16 +58,17 @@ def make_table(n: int) -> tuple[CommandTable, list[str]]:
             for obj in OBJECTS:
                 if len(handlers) >= n:
                     break
-                fmt = (f"{verb} {family} {obj} named {{{{ name }}}}( with size {{{{ size }}}})?"
-                       f"( in region {{{{ region='us-east-1' }}}})")
+                fmt = (
+                    f"{verb} {family} {obj} named {{{{ name }}}}( with size {{{{ size }}}})?"
+                    f"( in region {{{{ region='us-east-1' }}}})"
+                )
                 ex = f"{verb} {family} {obj} named demo01"
 
                 def handler(ctx, name, size=None, region="us-east-1"):  # noqa: ANN001, ANN202
                     return None
 
                 handler.__module__ = "bench"
-                command(f"{family}.{verb}_{obj}", fmt, description="bench", examples=[ex])(
-                    handler)
+                command(f"{family}.{verb}_{obj}", fmt, description="bench", examples=[ex])(handler)
                 handlers.append(handler)
                 examples.append(ex)
     return CommandTable.build(handlers), examples

@@ -59,6 +59,7 @@ _SCHEMA: dict[str, tuple[type | tuple[type, ...], Any, Any, str]] = {
     ),
     "shell.user": (str, "operator@example.com", lambda v: "@" in v, "an email address"),
     "aws.region": (str, "us-east-1", None, "an AWS region name"),
+    "aws.poll_seconds": ((int, float), 10, lambda v: 0 < v <= 300, "seconds between 0 and 300"),
     "cloudformation.template": (str, "templates/environment.yaml", None, "a file path"),
     "cloudformation.poll_seconds": (
         (int, float),
