@@ -178,11 +178,20 @@ def _commands(config, args) -> int:  # noqa: ANN001
 
 
 def _check(config, args) -> int:  # noqa: ANN001
-    from marvin.bootstrap import load_table
+    """Configuration, command table, vocabulary and policy, without starting anything."""
+    from marvin.bootstrap import default_authorizer, load_table
 
     table, problems = load_table(config)
     for problem in problems:
         print(f"lint warning: {problem}", file=sys.stderr)
+    try:
+        authorizer = default_authorizer(config)
+        bind = getattr(authorizer, "bind", None)
+        if bind is not None:
+            bind(table, strict=True)
+    except ValueError as exc:  # policy and security settings errors name file and rule
+        print(f"marvin: {exc}", file=sys.stderr)
+        return 2
     print(f"{config.path}: OK; {len(table)} commands")
     return 0
 

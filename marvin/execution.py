@@ -203,7 +203,11 @@ def _run(app: Any, job: Job) -> None:
         if watch is not None:
             watch.cancel()
     if isinstance(value, Reply):
-        text: str | Reply = Reply(f"{value.text} (`{ex_id}`)", value.blocks)
+        blocks = value.blocks and [
+            *value.blocks,
+            {"type": "context", "elements": [{"type": "mrkdwn", "text": f"`{ex_id}`"}]},
+        ]
+        text: str | Reply = Reply(f"{value.text} (`{ex_id}`)", blocks)
     else:
         body = (
             str(value) if value is not None else render(cmd.spec.result or "Done.", params, ex_id)

@@ -38,7 +38,9 @@ def overview(commands: Iterable[Command], word: str | None = None) -> Reply:
     tail = "Say `help <command ref>` (e.g. `help platform.create`) for parameters and examples."
     lines.append(tail)
     blocks.append({"type": "context", "elements": [{"type": "mrkdwn", "text": tail}]})
-    return Reply("\n\n".join(lines), blocks[:50])
+    # Slack takes at most 50 blocks a message; past that the text (split by the front end into
+    # several messages) carries everything rather than a silently shortened list.
+    return Reply("\n\n".join(lines), blocks if len(blocks) <= 50 else None)
 
 
 def detail(cmd: Command) -> Reply:

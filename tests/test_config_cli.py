@@ -166,3 +166,21 @@ def test_bad_config_exit_2(tmp_path: Path) -> None:
     bad = _write(tmp_path / "bad.yaml", "jobs:\n  workers: 0\n")
     out = _run("--config", str(bad), "check")
     assert out.returncode == 2 and "jobs.workers" in out.stderr and str(bad) in out.stderr
+
+
+def test_check_validates_policy(tmp_path: Path, state_env: dict) -> None:
+    rbac = (ROOT / "config" / "rbac.yaml").read_text() + (
+        "\n  - name: typo\n    commands: [\"platfrom.*\"]\n    groups: [ops]\n"
+    )
+    policy = _write(ROOT / "config" / f".test-rbac-{os.getpid()}.yaml", rbac)
+    cfg = (ROOT / "config" / "marvin.yaml").read_text().replace(
+        "policy: rbac.yaml", f"policy: {policy.name}"
+    )
+    cfg_file = _write(ROOT / "config" / f".test-{os.getpid()}.yaml", cfg)
+    try:
+        out = _run("--config", str(cfg_file), "check", env=state_env)
+        assert out.returncode == 2, out.stdout
+        assert "platfrom.*" in out.stderr and policy.name in out.stderr
+    finally:
+        cfg_file.unlink()
+        policy.unlink()

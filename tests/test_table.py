@@ -201,3 +201,29 @@ def test_help_and_whoami(marvin_bot) -> None:  # noqa: ANN001
     assert "scale widget group web to 3 in eu-west-1" in r.said[0]
     r = bot.send("whoami")
     assert "alice@example.com" in r.said[0] and "ops" in r.said[0]
+
+
+def test_big_help_falls_back_to_text_and_reply_blocks_carry_id(marvin_bot) -> None:  # noqa: ANN001
+    from marvin.help import overview
+    from marvin.model import Reply
+
+    handlers = []
+    for i in range(60):
+
+        def h(ctx):  # noqa: ANN001, ANN202
+            return None
+
+        h.__module__ = "bighelp"
+        command(
+            f"fam{i}.show", f"show fam{i} things", description="d", examples=[f"show fam{i} things"]
+        )(h)
+        handlers.append(h)
+    reply = overview(build_table(handlers))
+    assert reply.blocks is None and "fam59.show" in reply.text
+
+    @command("x.rich", "show rich", description="d", examples=["show rich"])
+    def rich(ctx):  # noqa: ANN001, ANN202
+        return Reply("rich", [{"type": "section", "text": {"type": "mrkdwn", "text": "rich"}}])
+
+    r = marvin_bot(rich).send("show rich")
+    assert r.execution_id in str(r.blocks[-1][-1])
