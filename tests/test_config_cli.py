@@ -170,11 +170,13 @@ def test_bad_config_exit_2(tmp_path: Path) -> None:
 
 def test_check_validates_policy(tmp_path: Path, state_env: dict) -> None:
     rbac = (ROOT / "config" / "rbac.yaml").read_text() + (
-        "\n  - name: typo\n    commands: [\"platfrom.*\"]\n    groups: [ops]\n"
+        '\n  - name: typo\n    commands: ["platfrom.*"]\n    groups: [ops]\n'
     )
     policy = _write(ROOT / "config" / f".test-rbac-{os.getpid()}.yaml", rbac)
-    cfg = (ROOT / "config" / "marvin.yaml").read_text().replace(
-        "policy: rbac.yaml", f"policy: {policy.name}"
+    cfg = (
+        (ROOT / "config" / "marvin.yaml")
+        .read_text()
+        .replace("policy: rbac.yaml", f"policy: {policy.name}")
     )
     cfg_file = _write(ROOT / "config" / f".test-{os.getpid()}.yaml", cfg)
     try:
