@@ -12,15 +12,15 @@ import time
 from typing import Any
 
 from marvin.execution import Context
+from marvin.locks import age_text
 from marvin.model import User
-from marvin.params import Choice, Text
+from marvin.params import EXECUTION_ID, Choice, Text
 from marvin.registry import command
 
 __all__ = ["history_command", "status_command", "HANDLERS"]
 
 DEFAULT_LIMIT = 10
 MAX_LIMIT = 100  # one Slack message
-EXECUTION_ID = Text(pattern=r"^(?i:ex-[0-9a-f]{6})$", help="an execution id such as ex-7f3a2c")
 LIMIT = Text(pattern=r"^(?i:\d{1,4}|all|mine)$", help="how many, e.g. 20")
 SCOPE = Choice(choices=("all", "mine"), help="all: everyone's (auditors only)")
 
@@ -46,9 +46,8 @@ def _audit(ctx: Context, event: str, detail: str, execution_id: str | None = Non
 def _when(ts: float | None, now: float) -> str:
     if not ts:
         return "-"
-    ago = max(0, int(now - ts))
-    rel = f"{ago} s" if ago < 90 else f"{ago // 60} min" if ago < 5400 else f"{ago / 3600:.1f} h"
-    return time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(ts)) + f" ({rel} ago)"
+    stamp = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(ts))
+    return f"{stamp} ({age_text(now - ts)} ago)"
 
 
 def _params(params: dict[str, Any]) -> str:

@@ -9,12 +9,11 @@ import time
 
 from marvin.execution import Context
 from marvin.locks import age_text
-from marvin.params import Text
+from marvin.params import EXECUTION_ID
 from marvin.registry import command
 
 __all__ = ["jobs_command", "cancel_command", "HANDLERS"]
 
-EXECUTION_ID = Text(pattern=r"^(?i:ex-[0-9a-f]{6})$", help="an execution id such as ex-7f3a2c")
 _MAX_LINES = 40  # keep the answer within one Slack message
 
 

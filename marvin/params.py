@@ -22,6 +22,7 @@ __all__ = [
     "Json",
     "ENVIRONMENT",
     "VERSION",
+    "EXECUTION_ID",
 ]
 
 
@@ -166,3 +167,4 @@ ENVIRONMENT = Text(
 VERSION = Text(
     pattern=r"^(latest|[0-9][0-9A-Za-z.+-]{0,40})$", help="a version such as 4.3 or latest"
 )
+EXECUTION_ID = Text(pattern=r"^(?i:ex-[0-9a-f]{6})$", help="an execution id such as ex-7f3a2c")
