@@ -69,6 +69,10 @@ def serve(config: Config, args: Any, env: Mapping[str, str] | None = None) -> in
     from marvin.bootstrap import build_app
     from marvin.security import build_authorizer
 
+    # Socket Mode wants each envelope acknowledged within 3 s and we aim for milliseconds: a
+    # shorter GIL switch interval lets the socket reader thread ack promptly while worker
+    # threads are busy rendering replies (CPython's default is 5 ms).
+    sys.setswitchinterval(0.0005)
     app = build_app(config, authorizer=build_authorizer(config, slack_client=client))
     bot = SlackBot(app, client, app_token, settings, bot_user_id=who.get("user_id"))
     health = None
