@@ -51,6 +51,11 @@ class Param:
     def expected(self) -> str:
         return self.help or "some text"
 
+    def show(self, value: Any) -> str:
+        """How an invalid value is quoted back: never for a secret (it would reach chat,
+        the audit trail and the log)."""
+        return "the value given" if self.secret else _show(value)
+
 
 @dataclass(frozen=True)
 class Text(Param):
@@ -68,7 +73,7 @@ class Text(Param):
         if len(value) > self.max_length:
             raise ParamError(name, f"is longer than {self.max_length} characters")
         if self.pattern is not None and not re.search(self.pattern, value):
-            raise ParamError(name, f"{_show(value)} is not valid; expected {self.expected()}")
+            raise ParamError(name, f"{self.show(value)} is not valid; expected {self.expected()}")
         return value
 
     def expected(self) -> str:
@@ -88,7 +93,7 @@ class Integer(Param):
             try:
                 value = int(value.strip().replace("_", ""), 10)
             except ValueError:
-                raise ParamError(name, f"{_show(raw)} is not a whole number") from None
+                raise ParamError(name, f"{self.show(raw)} is not a whole number") from None
         if (self.min is not None and value < self.min) or (
             self.max is not None and value > self.max
         ):
@@ -114,7 +119,7 @@ class Choice(Param):
             for choice in self.choices:
                 if value.lower() == choice.lower():
                     return choice
-            raise ParamError(name, f"{_show(value)} is not one of {', '.join(self.choices)}")
+            raise ParamError(name, f"{self.show(value)} is not one of {', '.join(self.choices)}")
         return value
 
     def expected(self) -> str:
@@ -133,7 +138,7 @@ class Boolean(Param):
             low = value.strip().lower()
             if low in _TRUE | _FALSE:
                 return low in _TRUE
-            raise ParamError(name, f"{_show(value)} is not yes/no (true/false, on/off)")
+            raise ParamError(name, f"{self.show(value)} is not yes/no (true/false, on/off)")
         return value
 
     def expected(self) -> str:

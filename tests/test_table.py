@@ -227,3 +227,27 @@ def test_big_help_falls_back_to_text_and_reply_blocks_carry_id(marvin_bot) -> No
 
     r = marvin_bot(rich).send("show rich")
     assert r.execution_id in str(r.blocks[-1][-1])
+
+
+def test_invalid_secret_is_never_echoed(marvin_bot) -> None:  # noqa: ANN001
+    from marvin import Text
+
+    @command(
+        "vault.set",
+        "set vault token to {{ token }}",
+        description="d",
+        examples=["set vault token to abcdef123456"],
+        params={"token": Text(pattern=r"^[a-z0-9]{12}$", secret=True)},
+    )
+    def set_token(ctx, token):  # noqa: ANN001, ANN202
+        return "ok"
+
+    bot = marvin_bot(set_token)
+    r = bot.send("set vault token to Hunter2-Secret")
+    assert "token: the value given is not valid" in r.whispered[0]
+    assert "Hunter2" not in r.text
+    assert all("Hunter2" not in str(row) for row in bot.app.store.audit_rows())
+    ok = bot.send("set vault token to abcdef123456")
+    assert ok.reactions[-1] == "succeeded"
+    rows = [row for row in bot.app.store.audit_rows() if row["event"] == "accepted"]
+    assert "abcdef123456" not in str(rows) and "***" in rows[0]["params"]
