@@ -53,6 +53,7 @@ class Marvin:
         self.jobs = JobManager(self.settings)
         self.pool = self.jobs.pool
         self.intake = JobPool(intake_workers, 4 * self.settings.queue, name="marvin-intake")
+        self.notifier = JobPool(1, 256, name="marvin-notify")
         self.owner = process_identity(os.getpid())  # marks our executions for crash recovery
 
     # -- entry points -------------------------------------------------------------------------
@@ -62,9 +63,17 @@ class Marvin:
         try:
             self.intake.submit(lambda: self._guarded(msg))
         except PoolFull:
-            msg.responder.whisper(BUSY)
+            self._tell(msg, BUSY)
         except RuntimeError:  # shut down
-            msg.responder.whisper(RESTARTING)
+            self._tell(msg, RESTARTING)
+
+    def _tell(self, msg: Message, text: str) -> None:
+        """Answer an overloaded moment from the notifier thread: the caller is a front end's
+        event thread, which a Slack call (with its rate-limit retries) must never hold."""
+        try:
+            self.notifier.submit(lambda: msg.responder.whisper(text))
+        except (PoolFull, RuntimeError):
+            log.warning("dropped a busy notice", user=msg.user.id)
 
     def process(self, msg: Message) -> str | None:
         """Handle a message on the calling thread up to the job pool; returns the execution id."""
@@ -154,6 +163,7 @@ class Marvin:
         else:
             self.jobs.close()
         self.intake.shutdown(wait=True, timeout=timeout)
+        self.notifier.shutdown(wait=True, timeout=timeout)
         self.jobs.shutdown(timeout=timeout)
 
     # -- internals ----------------------------------------------------------------------------

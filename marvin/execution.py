@@ -160,7 +160,18 @@ def run(app: Any, job: Job) -> None:
     with structlog.contextvars.bound_contextvars(
         execution_id=job.execution_id, ref=job.command.ref, user=job.message.user.id
     ):
-        _run(app, job)
+        try:
+            _run(app, job)
+        except Exception as exc:
+            # Marvin's own failure around the handler (e.g. the store): still one recorded
+            # outcome, so nothing stays "queued" or "running" until the next restart.
+            log.exception("execution machinery failed")
+            reason = f"internal error: {type(exc).__name__}"
+            text = f"`{job.command.ref}` failed (`{job.execution_id}`): {reason}"
+            try:
+                finish(app, job, "failed", text, reason)
+            except Exception:
+                log.exception("could not record the failure")
 
 
 def _run(app: Any, job: Job) -> None:

@@ -170,7 +170,12 @@ class JobManager:
                 if holder is not None:
                     job.state, job.blocked_by = "waiting", holder
             self._live[job.execution_id] = job
-            admitted()
+            try:
+                admitted()
+            except BaseException:
+                # Nothing may hold a lock or a cap slot for a job that was never admitted.
+                self.release(job)
+                raise
         if job.state == "queued":
             try:
                 self.pool.submit(lambda: self._run(job, runner), key=job.execution_id)
@@ -237,13 +242,12 @@ class JobManager:
         self.pool.abandon(job.thread)
 
     def close(self) -> list[Job]:
-        """Stop accepting; withdraw everything not yet started and return it."""
+        """Stop accepting; withdraw everything not yet started and return what was removed
+        before it ran (one that slipped into a worker meanwhile is left to ``wait_idle``)."""
         with self._cond:
             self.accepting = False
             pending = [j for j in self._live.values() if j.state in ("queued", "waiting")]
-        for job in pending:
-            self.withdraw(job, by="shutdown")
-        return pending
+        return [job for job in pending if self.withdraw(job, by="shutdown") == "removed"]
 
     def wait_idle(self, timeout: float) -> list[Job]:
         """Wait up to ``timeout`` for running jobs to end (their result said, not just their

@@ -97,7 +97,9 @@ class Integer(Param):
         if (self.min is not None and value < self.min) or (
             self.max is not None and value > self.max
         ):
-            raise ParamError(name, f"{value} is out of range; expected {self.expected()}")
+            raise ParamError(
+                name, f"{self.show(value)} is out of range; expected {self.expected()}"
+            )
         return value
 
     def expected(self) -> str:

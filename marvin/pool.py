@@ -128,6 +128,10 @@ class JobPool:
                 t.join(None if deadline is None else max(0.0, deadline - time.monotonic()))
 
 
+def _noop() -> None:
+    return None
+
+
 class Timer:
     __slots__ = ("fn", "cancelled")
 
@@ -137,6 +141,7 @@ class Timer:
 
     def cancel(self) -> None:
         self.cancelled = True
+        self.fn = _noop  # the heap keeps the entry until its deadline; not the job it names
 
 
 class Scheduler:

@@ -46,6 +46,8 @@ def test_only_human_mentions_and_dms_are_commands(fake_slack: FakeSlack) -> None
         "bot posting as a user": {**f.im_message("help"), "bot_id": "B0OTHER"},
         "bot profile": {**f.app_mention("help"), "bot_profile": {"id": "B1"}},
         "edit": f.message_changed("C0GENERAL01", mention["ts"], "help"),
+        # Slack re-sends an edited mention as app_mention with the old ts and "edited".
+        "edited mention": {**f.app_mention("help"), "edited": {"user": "U1", "ts": "2.0"}},
         "deletion": f.message_deleted("C0GENERAL01", mention["ts"]),
         "join": {**f.im_message("joined"), "subtype": "channel_join"},
         "no user": {k: v for k, v in f.im_message("help").items() if k != "user"},
@@ -174,11 +176,17 @@ def test_whisper_is_ephemeral_in_channels_and_plain_in_dms(fake_slack: FakeSlack
     r = _responder(fake_slack)
     r.whisper("not allowed")
     eph = fake_slack.wait_for("chat.postEphemeral")
-    assert eph.args["user"] == r.user_id and eph.args["thread_ts"] == r.ts
+    # No thread under the user's message yet: Slack would hide an ephemeral sent into it.
+    assert eph.args["user"] == r.user_id and "thread_ts" not in eph.args
     assert not fake_slack.calls_to("chat.postMessage")
+    r.say("started")  # now the thread exists, and later whispers go into it
+    r.whisper("later")
+    eph = fake_slack.wait_for("chat.postEphemeral", since=len(fake_slack.calls) - 1)
+    assert eph.args["thread_ts"] == r.ts
     d = _responder(fake_slack, dm=True)
+    mark = len(fake_slack.calls)
     d.whisper("not allowed")
-    post = fake_slack.wait_for("chat.postMessage")
+    post = fake_slack.wait_for("chat.postMessage", since=mark)
     assert post.args["channel"] == d.channel and "thread_ts" not in post.args
 
 
@@ -267,7 +275,33 @@ def test_confirmation_expires(fake_slack: FakeSlack) -> None:
     assert "Expired" in fake_slack.message("C0GENERAL01", ts)["text"] and len(c) == 0
     c.on_action(fake_slack.block_actions(CONFIRM, "unknown-or-expired", user="U0ALICE"))
     assert "expired" in fake_slack.wait_for("chat.postEphemeral").args["text"]
-    assert answers == []
+    assert answers == [False]  # expiry is answered "no" once, so it is audited and not run
+
+
+def test_confirmation_post_failure_and_per_user_cap(fake_slack: FakeSlack) -> None:
+    client = WebClient(token=fake_slack.bot_token, base_url=fake_slack.api_url)
+    answers: list[bool] = []
+    c = Confirmations(client, _Pool().submit, timeout=60, per_user=2)
+    ask = dict(
+        channel="C0GENERAL01",
+        thread_ts=None,
+        requester="U0ALICE",
+        prompt="Run `x`?",
+        on_result=answers.append,
+    )
+    fake_slack.fail_next("chat.postMessage", status=200, error="invalid_blocks")
+    c.ask(**ask)
+    assert answers == [False] and len(c) == 0
+    assert "couldn't post" in fake_slack.wait_for("chat.postEphemeral").args["text"]
+    c.ask(**ask)
+    c.ask(**ask)
+    assert len(c) == 2 and answers == [False]
+    mark = len(fake_slack.calls)
+    c.ask(**ask)
+    assert answers == [False, False] and len(c) == 2
+    note = fake_slack.wait_for("chat.postEphemeral", since=mark)
+    assert "already have 2 confirmations waiting" in note.args["text"]
+    c.close()
 
 
 # -- settings and tokens -----------------------------------------------------------------------
@@ -346,3 +380,21 @@ def test_manifest_has_what_serve_needs() -> None:
         "reactions:write",
         "files:write",
     } <= set(manifest["oauth_config"]["scopes"]["bot"])
+
+
+def test_blocks_fall_back_to_text(fake_slack: FakeSlack) -> None:
+    from marvin.model import Reply
+
+    r = _responder(fake_slack)
+    many = [{"type": "section", "text": {"type": "mrkdwn", "text": f"b{i}"}} for i in range(51)]
+    r.say(Reply("all fifty-one", many))
+    post = fake_slack.wait_for("chat.postMessage")
+    assert post.args["text"] == "all fifty-one" and "blocks" not in post.args
+    mark = len(fake_slack.calls)
+    fake_slack.fail_next("chat.postMessage", status=200, error="invalid_blocks")
+    r.say(Reply("plain survives", many[:2]))
+    fake_slack.wait_for(
+        "chat.postMessage",
+        lambda c: c.args.get("text") == "plain survives" and "blocks" not in c.args,
+        since=mark,
+    )

@@ -73,7 +73,12 @@ class SlackBot:
     ) -> None:
         self.marvin, self.client, self.settings = marvin, client, settings
         self.gate = Gate(Deduper(settings.dedupe_seconds, settings.dedupe_max), bot_user_id)
-        self.confirmations = Confirmations(client, self._submit, timeout=settings.confirm_timeout)
+        self.confirmations = Confirmations(
+            client,
+            self._submit,
+            timeout=settings.confirm_timeout,
+            call_later=marvin.jobs.scheduler.call_later,
+        )
         # process_before_response: the listener runs right on the socket worker (after our
         # ack) instead of hopping to Bolt's own pool; it only enqueues, so this is quick.
         self.app = App(client=client, process_before_response=True)

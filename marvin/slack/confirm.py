@@ -36,7 +36,7 @@ class _Pending:
     channel: str
     ts: str
     thread_ts: str | None
-    timer: threading.Timer | None = field(default=None, repr=False)
+    timer: Any = field(default=None, repr=False)  # has .cancel()
 
 
 class Confirmations:
@@ -49,8 +49,14 @@ class Confirmations:
         *,
         timeout: float = 300.0,
         remember: int = 10_000,
+        call_later: Callable[[float, Callable[[], None]], Any] | None = None,
+        per_user: int = 5,
     ) -> None:
         self.client, self.submit, self.timeout = client, submit, timeout
+        # Expiry on Marvin's one timer thread (a thread per question would let one user
+        # spawn hundreds); a plain threading.Timer only when none is given.
+        self.call_later = call_later or _thread_timer
+        self.per_user = per_user
         self._pending: dict[str, _Pending] = {}
         self._closed: OrderedDict[str, str] = OrderedDict()  # token -> "expired" | "answered"
         self._remember = remember
@@ -65,6 +71,18 @@ class Confirmations:
         prompt: str,
         on_result: Callable[[bool], None],
     ) -> None:
+        with self._lock:
+            waiting = sum(1 for p in self._pending.values() if p.requester == requester)
+        if waiting >= self.per_user:
+            self._ephemeral(
+                channel,
+                requester,
+                f"You already have {waiting} confirmations "
+                "waiting; answer those first. Nothing was run.",
+                None,
+            )
+            on_result(False)
+            return
         token = uuid.uuid4().hex
         minutes = f"{self.timeout / 60:g} minute" + ("" if self.timeout == 60 else "s")
         note = f"Only <@{requester}> can answer; this expires in {minutes}."
@@ -87,13 +105,18 @@ class Confirmations:
             resp = self.client.chat_postMessage(**kwargs)
         except _ERRORS:
             log.warning("could not post a confirmation", channel=channel, exc_info=True)
-            return  # nothing to press: the command simply does not run
+            self._ephemeral(
+                channel,
+                requester,
+                "I couldn't post the confirmation buttons, so nothing was run. Please try again.",
+                None,
+            )
+            on_result(False)  # recorded as not confirmed; the command does not run
+            return
         pending = _Pending(requester, prompt, on_result, resp["channel"], resp["ts"], thread_ts)
-        pending.timer = threading.Timer(self.timeout, self._expire, args=(token,))
-        pending.timer.daemon = True
         with self._lock:
             self._pending[token] = pending
-        pending.timer.start()
+            pending.timer = self.call_later(self.timeout, lambda: self._expire(token))
 
     def press(self, body: dict[str, Any]) -> None:
         """A Confirm or Cancel click (a ``block_actions`` payload); on Marvin's pool."""
@@ -163,6 +186,10 @@ class Confirmations:
             self._forget(token, "expired")
         log.info("confirmation expired", user=pending.requester)
         self._close_message(pending, f"{pending.prompt}\n:hourglass: Expired; nothing was run.")
+        try:
+            self.submit(lambda: pending.on_result(False))  # audited: not confirmed
+        except Exception:
+            log.warning("could not record an expired confirmation", user=pending.requester)
 
     def _forget(self, token: str, state: str) -> None:
         self._closed[token] = state  # caller holds the lock
@@ -199,3 +226,10 @@ def _button(label: str, action_id: str, value: str, style: str | None) -> dict[s
     if style:
         out["style"] = style
     return out
+
+
+def _thread_timer(delay: float, fn: Callable[[], None]) -> threading.Timer:
+    timer = threading.Timer(delay, fn)
+    timer.daemon = True
+    timer.start()
+    return timer

@@ -52,6 +52,10 @@ def classify(event: dict[str, Any], bot_user_id: str | None) -> str | None:
         return f"event type {kind}"
     if event.get("subtype") not in _HUMAN_SUBTYPES or event.get("hidden"):
         return f"subtype {event.get('subtype')}"
+    if event.get("edited"):
+        # Slack re-sends an edited mention as a new app_mention with the old ts: editing a
+        # message must never (re)run a command.
+        return "an edit"
     if event.get("bot_id") or event.get("bot_profile"):
         return "from a bot"
     user = event.get("user")

@@ -29,6 +29,9 @@ log = structlog.get_logger("marvin.slack.responder")
 _ERRORS = (SlackApiError, SlackClientError, OSError)
 
 
+MAX_BLOCKS = 50  # Slack's limit per message
+
+
 class SlackResponder:
     """Replies for the message ``ts`` by ``user_id`` in ``channel``. ``thread_ts`` is where
     replies go: the user's message (or its thread) in a channel, None at the top of a DM."""
@@ -51,18 +54,23 @@ class SlackResponder:
         self.settings = settings
         self.confirmations = confirmations
         self._progress_ts: str | None = None
+        # Slack shows an ephemeral reply in a thread only once that thread exists: a user's
+        # own thread, or one Marvin started by answering there.
+        self._thread_live = bool(thread_ts) and thread_ts != ts
         self._progress_lock = threading.Lock()  # one progress message, even from two threads
 
     # -- Responder protocol ------------------------------------------------------------------
 
     def say(self, reply: str | Reply) -> None:
-        if isinstance(reply, Reply) and reply.blocks:
+        if isinstance(reply, Reply) and reply.blocks and len(reply.blocks) <= MAX_BLOCKS:
             limit = self.settings.max_message_chars
             text = reply.text
             if len(text) > limit:  # only the notification fallback; the blocks carry it all
                 text = text[: limit - 40].rstrip() + "\n… (see the message for the rest)"
-            self._call("chat_postMessage", text=text, blocks=reply.blocks, **self._where())
-            return
+            where = self._where()
+            if self._call("chat_postMessage", text=text, blocks=reply.blocks, **where):
+                return
+            # Slack refused the blocks (invalid_blocks, too long...): the text still goes out.
         self._post_long(reply.text if isinstance(reply, Reply) else str(reply))
 
     def whisper(self, text: str) -> None:
@@ -70,12 +78,9 @@ class SlackResponder:
             self._post_long(text)
             return
         for piece in split_text(text, self.settings.max_message_chars):
+            where = {"thread_ts": self.thread_ts} if self._thread_live else {}
             self._call(
-                "chat_postEphemeral",
-                channel=self.channel,
-                user=self.user_id,
-                text=piece,
-                thread_ts=self.thread_ts,
+                "chat_postEphemeral", channel=self.channel, user=self.user_id, text=piece, **where
             )
 
     def progress(self, text: str) -> None:
@@ -120,6 +125,7 @@ class SlackResponder:
         out: dict[str, Any] = {"channel": self.channel, "unfurl_links": False}
         if self.thread_ts:
             out["thread_ts"] = self.thread_ts
+            self._thread_live = True  # after this post the thread exists
         return out
 
     def _post_long(self, text: str) -> None:
