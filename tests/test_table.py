@@ -142,7 +142,7 @@ def test_dispatch_runs_on_job_thread_with_types(marvin_bot) -> None:  # noqa: AN
 def test_validation_messages_name_parameter(marvin_bot) -> None:  # noqa: ANN001
     bot = marvin_bot(scale)
     r = bot.send("scale widget group web to 99")
-    assert "count: 99 is out of range; expected a whole number from 0 to 20" in r.whispered[0]
+    assert "count: '99' is out of range; expected a whole number from 0 to 20" in r.whispered[0]
     r = bot.send("scale widget group web to many")
     assert "count: 'many' is not a whole number" in r.whispered[0]
     r = bot.send("scale widget group web to 3 colour=red")
