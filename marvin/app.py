@@ -87,6 +87,11 @@ class Marvin:
         ref = result.command.ref if isinstance(result, Invalid) else None
         event = "unknown" if isinstance(result, Unknown) else "invalid"
         assert isinstance(result, (Unknown, Ambiguous, Invalid))
+        try:  # usage lines and suggestions are for people Marvin would answer at all
+            msg = replace(msg, user=self.authorizer.identify(msg.user))
+        except Refused as exc:
+            audit = {"ref": ref, "channel": msg.channel, "params": None}
+            return self._refuse(msg, str(exc), exc.log_reason, audit)
         self.store.audit(
             event,
             user_id=msg.user.id,
@@ -130,9 +135,7 @@ class Marvin:
             started: list[str | None] = []  # filled at once when the front end asks in-line
             ask(
                 f"Run `{cmd.ref}` with {_describe(shown)}?",
-                lambda ok: started.append(
-                    self._confirmed(ok, msg, cmd, params, decision.mfa, audit)
-                ),
+                lambda ok: started.append(self._confirmed(ok, msg, cmd, params, audit)),
             )
             return started[0] if started else None
         return self._start(msg, cmd, params, decision.mfa, audit)
@@ -189,13 +192,13 @@ class Marvin:
         msg: Message,
         cmd: Command,
         params: Mapping[str, Any],
-        mfa: bool,
         audit: dict[str, Any],
     ) -> str | None:
         event = "confirmed" if ok else "cancelled"
         self.store.audit(event, user_id=msg.user.id, email=msg.user.email, **audit)
         if ok:
-            return self._start(msg, cmd, params, mfa, audit)
+            # Minutes may have passed: identity, groups and policy are checked again.
+            return self.dispatch(msg, cmd, params, confirmed=True)
         msg.responder.whisper(f"Cancelled; `{cmd.ref}` was not run.")
         return None
 
@@ -276,21 +279,23 @@ class Marvin:
 
     def _run_job(self, job: Job) -> None:
         """On a job thread: MFA first (so a pending push never blocks other users), then run."""
-        if job.mfa and not self._second_factor(job.message, job.command, job.execution_id):
-            job.claim()
+        if job.mfa and not self._second_factor(job):
             return
         execution.run(self, job)
 
     second_factor: Callable[[Message, Command, str], bool] | None = None
 
-    def _second_factor(self, msg: Message, cmd: Command, ex_id: str) -> bool:
+    def _second_factor(self, job: Job) -> bool:
         """MFA runs on the job thread so a pending push never blocks other users."""
+        msg, cmd, ex_id = job.message, job.command, job.execution_id
         if self.second_factor is None:
             reason = "a second factor is required but none is configured"
         elif self.second_factor(msg, cmd, ex_id):
             return True
         else:
             reason = "second factor not approved"
+        if not job.claim():
+            return False  # a drain or cancel recorded the outcome while the push was pending
         self.store.update(ex_id, state="refused", reason=reason, finished_at=time.time())
         self.store.audit(
             "refused",

@@ -12,7 +12,7 @@ from marvin.config import Config
 from marvin.jobs import JobSettings
 from marvin.loader import load_handlers
 from marvin.matcher import Matcher
-from marvin.registry import CommandTable, TableError
+from marvin.registry import SPEC_ATTR, CommandTable, TableError
 from marvin.security import build_authorizer, build_second_factor
 from marvin.services import Services
 from marvin.store import Store
@@ -30,7 +30,19 @@ def builtin_handlers() -> list[Callable[..., Any]]:
 
 
 def build_table(handlers: Iterable[Callable[..., Any]]) -> CommandTable:
-    """Built-ins plus ``handlers``; raises TableError for duplicates or ambiguous examples."""
+    """Built-ins plus ``handlers``; raises TableError for duplicates or ambiguous examples.
+
+    The ``marvin`` family and ``inline=True`` belong to the built-ins alone: policy lets every
+    identified user run built-ins, and inline commands skip confirmation, MFA, locks and the
+    job pool, so a team command must never pass for one."""
+    handlers = list(handlers)
+    for fn in handlers:
+        for spec in getattr(fn, SPEC_ATTR, ()):
+            if spec.family == "marvin" or spec.inline:
+                raise TableError(
+                    f"{spec.ref} ({fn.__module__}): the 'marvin' family and inline=True are "
+                    "reserved for Marvin's built-in commands"
+                )
     table = CommandTable.build([*builtin_handlers(), *handlers])
     Matcher(table).check_examples()
     return table

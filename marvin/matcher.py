@@ -43,9 +43,14 @@ class Ambiguous:
     refs: tuple[str, ...]
 
     def message(self) -> str:
+        what = (
+            f"more than one command ({', '.join(self.refs)})"
+            if len(self.refs) > 1
+            else f"more than one form of {self.refs[0]}, with different values"
+        )
         return (
-            f"`{self.text}` matches more than one command ({', '.join(self.refs)}); "
-            "I won't guess. Please be more specific, or use `key=value` parameters."
+            f"`{self.text}` matches {what}; I won't guess. Please be more specific, or "
+            "use `key=value` parameters."
         )
 
 
@@ -114,8 +119,11 @@ class Matcher:
         cands = self._candidates(rest)
         hits = _fits(cands, rest)
         if not hits and pairs:
-            # "set key foo to a=b": the '=' may belong to a value; try the whole text too.
-            hits, pairs = _fits(self._candidates(text), text), {}
+            # "set key foo to a=b": the '=' may belong to a value; try the whole text too,
+            # but never let "deploy environment=prod" make a value of "environment=prod".
+            whole = _fits(self._candidates(text), text)
+            hits = [(c, v) for c, v in whole if not set(pairs) & set(c.params)]
+            pairs = {}
         return hits, pairs
 
     def match(self, text: str) -> MatchResult:
@@ -123,7 +131,8 @@ class Matcher:
         refs = tuple(dict.fromkeys(cmd.ref for cmd, _ in hits))
         if not hits:
             return Unknown(text, self.suggest(text))
-        if len(refs) > 1:
+        if len(refs) > 1 or len({tuple(sorted(v.items())) for _, v in hits}) > 1:
+            # Two commands, or two formats of one command reading different values: no guess.
             return Ambiguous(text, refs)
         cmd, values = hits[0]
         values = {**values, **pairs}
@@ -170,6 +179,12 @@ class Matcher:
                     raise TableError(
                         f"{cmd.ref}: example {example!r} also matches "
                         f"{', '.join(others)}; make the formats distinct"
+                    )
+                readings = {tuple(sorted(v.items())) for c, v in hits if c.ref == cmd.ref}
+                if len(readings) > 1:
+                    raise TableError(
+                        f"{cmd.ref}: example {example!r} matches two of its formats with "
+                        "different values; make the formats distinct"
                     )
                 values = next(v for c, v in hits if c.ref == cmd.ref)
                 try:

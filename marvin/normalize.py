@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import re
 
-_LINK = re.compile(r"<((?:https?|mailto|ftp):[^>|]*)(?:\|([^>]*))?>")
+# [^>|<]: an unclosed "<http:" can't make the scan quadratic on a 40,000-character message.
+_LINK = re.compile(r"<((?:https?|mailto|ftp):[^>|<]*)(?:\|([^>]*))?>")
 _LEADING_MENTION = re.compile(r"^\s*<@[UWB][A-Z0-9]+(?:\|[^>]*)?>[:,]?\s*")
 _QUOTES = str.maketrans(
     {
@@ -45,7 +46,9 @@ def normalize(text: str, *, strip_mention: bool = True) -> str:
     text = text.replace("&lt;", "<").replace("&gt;", ">").replace("&amp;", "&")
     text = text.strip()
     for fence in ("```", "`"):
+        inner = text[len(fence) : -len(fence)]
         if len(text) > 2 * len(fence) and text.startswith(fence) and text.endswith(fence):
-            text = text[len(fence) : -len(fence)].strip()
+            if fence not in inner:  # "`help` or `whoami`" is two spans, not one wrapped command
+                text = inner.strip()
             break
     return text

@@ -72,7 +72,8 @@ class Text(Param):
             return value
         if len(value) > self.max_length:
             raise ParamError(name, f"is longer than {self.max_length} characters")
-        if self.pattern is not None and not re.search(self.pattern, value):
+        # fullmatch: with search, "$" also matches before a final newline ("demo01\n").
+        if self.pattern is not None and not re.fullmatch(self.pattern, value):
             raise ParamError(name, f"{self.show(value)} is not valid; expected {self.expected()}")
         return value
 

@@ -25,3 +25,16 @@ from marvin.normalize import normalize
 )
 def test_normalize(raw: str, expected: str) -> None:
     assert normalize(raw) == expected
+
+
+def test_inline_code_spans_are_not_one_command() -> None:
+    assert normalize("`help` or `whoami`") == "`help` or `whoami`"
+
+
+def test_unclosed_links_stay_linear() -> None:
+    import time
+
+    text = "<http:" * 7000  # about 40,000 characters, Slack's maximum
+    t0 = time.perf_counter()
+    normalize(text)
+    assert time.perf_counter() - t0 < 0.5

@@ -12,6 +12,7 @@ from marvin.bootstrap import build_app, build_table
 from marvin.config import DEFAULT_CONFIG, load_config
 from marvin.execution import Context
 from marvin.model import User
+from marvin.registry import CommandTable, TableError
 from marvin.security.authorizer import PolicyAuthorizer
 from marvin.security.directory import StaticDirectory
 from marvin.security.policy import Policy, PolicyError, load_policy
@@ -54,7 +55,7 @@ def peek(ctx: Context) -> str:
     return "peeked"
 
 
-HANDLERS = [create, destroy, listing, api_create, reboot, peek]
+HANDLERS = [create, destroy, listing, api_create, reboot]
 TABLE = build_table(HANDLERS)
 CMD = {c.ref: c for c in TABLE}
 
@@ -176,12 +177,25 @@ def test_command_flags_are_a_floor(tmp_path: Path) -> None:
 
 
 def test_inline_commands_never_skip_a_required_check(tmp_path: Path) -> None:
+    with pytest.raises(TableError, match="reserved for Marvin's built-in commands"):
+        build_table([peek])
+    # Defence in depth, should a table be built some other way:
+    table = CommandTable.build([peek])
     text = "rules:\n  - {commands: [ops.peek], everyone: true, mfa: true}\n"
     with pytest.raises(PolicyError, match="mfa/confirm can't apply to inline command"):
-        policy(tmp_path, text).check(TABLE)
+        policy(tmp_path, text).check(table)
     (tmp_path / "users.yaml").write_text("users: {}\n")
     a = PolicyAuthorizer(policy(tmp_path, text), StaticDirectory(tmp_path / "users.yaml"))
-    assert not decide(a, ADMIN, "ops.peek").allowed  # even if start-up checks were skipped
+    assert not a.decide(ADMIN, table["ops.peek"], {}).allowed  # even with checks skipped
+
+
+def test_marvin_family_is_reserved() -> None:
+    @command("marvin.nuke", "nuke {{ environment }}", description="d", examples=["nuke prod"])
+    def nuke(ctx: Context, environment: str) -> str:
+        return "nuked"
+
+    with pytest.raises(TableError, match="reserved"):
+        build_table([nuke])
 
 
 def test_builtins_are_allowed_to_everyone_identified(tmp_path: Path) -> None:
@@ -253,6 +267,10 @@ def test_malformed_rules_name_the_file_and_rule(tmp_path: Path, text: str, messa
         (
             "rules:\n  - {commands: [platform.list], targets: {environment: x}, groups: [a]}",
             "target 'environment' is not a parameter of platform.list",
+        ),
+        (  # platform.create has the target, platform.list does not: that must not pass
+            "rules:\n  - {commands: ['platform.*'], targets: {environment: 'prod*'}, groups: [a]}",
+            "target 'environment' is not a parameter of platform.list; narrow",
         ),
         (
             "rules:\n  - {commands: ['platform.*'], groups: [a]}\n"

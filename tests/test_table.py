@@ -251,3 +251,104 @@ def test_invalid_secret_is_never_echoed(marvin_bot) -> None:  # noqa: ANN001
     assert ok.reactions[-1] == "succeeded"
     rows = [row for row in bot.app.store.audit_rows() if row["event"] == "accepted"]
     assert "abcdef123456" not in str(rows) and "***" in rows[0]["params"]
+
+
+def test_pair_for_a_required_placeholder_never_becomes_its_value(marvin_bot) -> None:  # noqa: ANN001
+    @command(
+        "app.deploy",
+        "deploy app {{ environment }}",
+        description="d",
+        examples=["deploy app demo01"],
+        params={"environment": ENVIRONMENT},
+    )
+    def deploy(ctx, environment):  # noqa: ANN001, ANN202
+        return f"deployed [{environment}]"
+
+    bot = marvin_bot(deploy)
+    r = bot.send("deploy app environment=prod")
+    assert r.execution_id is None and "I don't know that command" in r.whispered[0]
+    assert bot.send("deploy app demo01").said[-1].startswith("deployed [demo01]")
+
+
+def test_two_forms_of_one_command_reading_differently_are_ambiguous(marvin_bot) -> None:  # noqa: ANN001
+    @command(
+        "app.ship",
+        "ship {{ environment }}",
+        "ship {{ service }} to {{ environment }}",
+        description="d",
+        examples=["ship demo01", "ship api to demo01"],
+    )
+    def ship(ctx, environment, service="all"):  # noqa: ANN001, ANN202
+        return f"{service} -> {environment}"
+
+    with pytest.raises(TableError, match="matches two of its formats with different values"):
+        build_table([ship])
+    from marvin.matcher import Ambiguous, Matcher
+    from marvin.registry import CommandTable
+
+    result = Matcher(CommandTable.build([ship])).match("ship api to prod")
+    assert isinstance(result, Ambiguous) and "more than one form of app.ship" in result.message()
+
+
+def test_environment_rejects_a_trailing_newline() -> None:
+    from marvin.params import ParamError
+
+    with pytest.raises(ParamError):
+        ENVIRONMENT.convert("environment", "demo01\n")
+    assert ENVIRONMENT.convert("environment", "demo01") == "demo01"
+
+
+class _FlipAuthorizer:
+    """Allows (asking for confirmation) until ``revoked``; refuses ``stranger`` outright."""
+
+    def __init__(self) -> None:
+        from marvin.authz import LocalAuthorizer
+        from marvin.testing import TestDirectory
+
+        self.inner = LocalAuthorizer(TestDirectory({"tester@example.com": ["ops"]}))
+        self.revoked = False
+
+    def identify(self, user):  # noqa: ANN001, ANN201
+        from marvin.authz import Refused
+
+        if user.email and user.email.startswith("stranger"):
+            raise Refused("You're not from this workspace.")
+        return self.inner.identify(user)
+
+    def decide(self, user, cmd, params):  # noqa: ANN001, ANN201
+        from marvin.authz import Decision
+
+        if cmd.spec.family == "marvin":
+            return Decision(True)
+        return Decision(False, "revoked") if self.revoked else Decision(True, confirm=True)
+
+    def visible(self, user, cmd) -> bool:  # noqa: ANN001
+        return True
+
+
+def test_strangers_get_no_usage_and_confirmation_rechecks(marvin_bot) -> None:  # noqa: ANN001
+    authz = _FlipAuthorizer()
+    bot = marvin_bot(scale, authorizer=authz)
+    r = bot.send("scale widget group web to lots", user="stranger@example.com")
+    assert r.whispered == ["You're not from this workspace."]
+    assert bot.app.store.audit_rows()[-1]["event"] == "refused"
+
+    class Later:  # a confirmation answered after the user lost their rights
+        def __init__(self, replies) -> None:  # noqa: ANN001
+            self.r = replies
+            self.say, self.whisper, self.react = replies.say, replies.whisper, replies.react
+            self.progress = replies.progress_
+
+        def confirm(self, prompt, on_result) -> None:  # noqa: ANN001
+            authz.revoked = True
+            on_result(True)
+
+    from marvin.model import Message
+    from marvin.testing import Replies
+
+    replies = Replies()
+    msg = Message("scale widget group web to 3", bot.user, Later(replies), channel="C1")
+    assert bot.app.process(msg) is None
+    assert replies.whispered == ["revoked"]
+    events = [row["event"] for row in bot.app.store.audit_rows()]
+    assert events[-3:] == ["confirm_requested", "confirmed", "refused"]

@@ -145,10 +145,14 @@ class Policy:
                     + ", ".join(inline)
                 )
             for name in rule.targets:
-                if covered and not any(name in c.params for c in covered):
+                # A command without the parameter would silently never match this rule and
+                # fall through to a broader one below: that is how a production rule leaks.
+                lacking = [c.ref for c in covered if name not in c.params]
+                if lacking:
                     problems.append(
                         f"{rule.label}: target {name!r} is not a parameter of "
-                        + ", ".join(c.ref for c in covered)
+                        + ", ".join(lacking)
+                        + "; narrow the rule's commands to those that have it"
                     )
             earlier = [r for r in self.rules[:i] if not r.targets]
             if covered and all(any(r.covers(c.ref) for r in earlier) for c in covered):
