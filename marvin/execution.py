@@ -207,7 +207,7 @@ def _run(app: Any, job: Job) -> None:
             finish(app, job, "cancelled", cancelled_text(job, started=True), "cancelled")
         else:
             ctx.log.exception("execution failed")
-            reason = f"{type(exc).__name__}: {exc}"[:500]
+            reason = _without_secrets(f"{type(exc).__name__}: {exc}", cmd, params)[:500]
             finish(app, job, "failed", f"`{cmd.ref}` failed (`{ex_id}`): {reason}", reason)
         return
     finally:
@@ -298,3 +298,13 @@ def _abandon(app: Any, job: Job) -> None:
     )
     reason = f"timed out after {job.timeout:g} s; ignored cancellation, abandoned"
     finish(app, job, "timed_out", text, reason, abandon=True)
+
+
+def _without_secrets(text: str, cmd: Command, params: Mapping[str, Any]) -> str:
+    """An exception may quote its arguments; a secret parameter's value must not reach chat,
+    the store or the audit that way."""
+    for name, ptype in cmd.params.items():
+        value = params.get(name)
+        if ptype.secret and value is not None and str(value):
+            text = text.replace(str(value), "***")
+    return text

@@ -352,3 +352,22 @@ def test_strangers_get_no_usage_and_confirmation_rechecks(marvin_bot) -> None:  
     assert replies.whispered == ["revoked"]
     events = [row["event"] for row in bot.app.store.audit_rows()]
     assert events[-3:] == ["confirm_requested", "confirmed", "refused"]
+
+
+def test_failure_text_hides_secret_values(marvin_bot) -> None:  # noqa: ANN001
+    from marvin import Text
+
+    @command(
+        "vault.login",
+        "login to vault with {{ token }}",
+        description="d",
+        examples=["login to vault with abc"],
+        params={"token": Text(secret=True)},
+    )
+    def login(ctx, token):  # noqa: ANN001, ANN202
+        raise ValueError(f"bad token {token!r}")
+
+    bot = marvin_bot(login)
+    r = bot.send("login to vault with s3cr3t-value")
+    assert r.reactions[-1] == "failed" and "bad token '***'" in r.said[-1]
+    assert "s3cr3t" not in r.text and "s3cr3t" not in str(bot.app.store.get(r.execution_id))

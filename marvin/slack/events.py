@@ -152,7 +152,9 @@ def to_message(inbound: Inbound, responder: Responder) -> Message:
         user=user,
         responder=responder,
         channel=event["channel"],
-        thread=event.get("thread_ts") or ts,
+        # Where later notices (e.g. "interrupted by a restart") go: the same place as replies,
+        # a thread in a channel, the conversation itself in a DM.
+        thread=event.get("thread_ts") if inbound.is_dm else event.get("thread_ts") or ts,
         ts=ts,
         is_dm=inbound.is_dm,
     )
