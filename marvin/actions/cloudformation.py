@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import time
 from collections.abc import Mapping
 from typing import Any
 
 from botocore.exceptions import ClientError
 
-from marvin.actions import ActionError
+from marvin.actions import ActionError, wait_until
 
 __all__ = ["create_stack", "stack_name"]
 
@@ -60,18 +59,25 @@ def create_stack(
             f"CloudFormation refused stack {name}: {err.get('Message', exc)}"
         ) from None
     ctx.log.info("stack creation started", stack=name)
-    deadline = time.monotonic() + timeout
-    while True:
+    last = {"status": "CREATE_IN_PROGRESS"}
+
+    def check() -> dict[str, str] | None:
         stack = client.describe_stacks(StackName=name)["Stacks"][0]
-        status = stack["StackStatus"]
+        status = last["status"] = stack["StackStatus"]
         if status in _DONE:
             return {o["OutputKey"]: o["OutputValue"] for o in stack.get("Outputs", [])}
         if status in _FAILED:
             raise ActionError(f"stack {name} {status}: {_reason(client, name, stack)}")
         ctx.progress(_progress(client, name, status))
-        if time.monotonic() > deadline:
-            raise ActionError(f"stack {name} still {status} after {timeout:.0f} s")
-        ctx.sleep(poll_seconds)
+        return None
+
+    return wait_until(
+        ctx,
+        check,
+        every=poll_seconds,
+        timeout=timeout,
+        what=lambda: f"stack {name} still {last['status']}",
+    )
 
 
 def _progress(client: Any, name: str, status: str) -> str:

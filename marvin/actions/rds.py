@@ -8,7 +8,7 @@ from typing import Any
 
 from botocore.exceptions import ClientError
 
-from marvin.actions import ActionError
+from marvin.actions import ActionError, wait_until
 
 __all__ = ["snapshot_database", "instance_id"]
 
@@ -47,14 +47,22 @@ def snapshot_database(
             f"RDS refused the snapshot of {instance}: "
             f"{err.get('Message') or err.get('Code') or exc}"
         ) from None
-    deadline = time.monotonic() + timeout
-    while True:
+    last = {"status": "creating"}
+
+    def check() -> str | None:
         status = client.describe_db_snapshots(DBSnapshotIdentifier=snap)["DBSnapshots"][0]
+        last["status"] = status["Status"]
         if status["Status"] == "available":
             return snap
         if status["Status"] in ("failed", "deleted"):
             raise ActionError(f"snapshot {snap} {status['Status']}")
         ctx.progress(f"snapshot {snap}: {status['Status']} ({status.get('PercentProgress', 0)}%)")
-        if time.monotonic() > deadline:
-            raise ActionError(f"snapshot {snap} still {status['Status']} after {timeout:.0f} s")
-        ctx.sleep(poll_seconds)
+        return None
+
+    return wait_until(
+        ctx,
+        check,
+        every=poll_seconds,
+        timeout=timeout,
+        what=lambda: f"snapshot {snap} still {last['status']}",
+    )
