@@ -46,7 +46,7 @@ GROUPS = [["ops"], ["developers"], ["level1"], []]  # nested, flat, deep, none (
 POLICY = """
 rules:
   - name: production
-    commands: ["bench.*"]
+    commands: [bench.deploy]
     targets: {environment: ["prod*"]}
     groups: [platform-admins]
     mfa: true
