@@ -7,14 +7,14 @@ and CLI: it trusts the operator's ``--as`` email and reads groups from the stati
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from typing import Any, Protocol
 
 from marvin.model import User
 from marvin.registry import Command
 
-__all__ = ["Decision", "Refused", "Authorizer", "LocalAuthorizer"]
+__all__ = ["Decision", "Refused", "Authorizer", "LocalAuthorizer", "with_groups"]
 
 
 class Refused(Exception):
@@ -52,31 +52,44 @@ def chat_refusal(cmd: Command) -> Decision:
     )
 
 
-class LocalAuthorizer:
-    """Embedded default: identity (hook), groups from a directory, every command allowed that
-    its own flags allow. The security layer replaces ``decide`` with policy."""
+NOT_IN_DIRECTORY = (
+    "You're not in the directory, so I can't run commands for you. "
+    "Ask an administrator to add {email}."
+)
+DIRECTORY_DOWN = "I can't check your groups right now; please try again later."
 
-    def __init__(
-        self, directory: Any = None, identity: Callable[[User], User] | None = None
-    ) -> None:
+
+def with_groups(user: User, directory: Any) -> User:
+    """``user`` with their directory groups; every failure refuses (fails closed). An unknown
+    email (the directory raises a ``LookupError``) is told apart from a directory that is down."""
+    if not user.email:
+        raise Refused("I can't tell who you are (no email).", "no email")
+    try:
+        groups = directory.groups_for(user.email)
+    except LookupError:
+        raise Refused(
+            NOT_IN_DIRECTORY.format(email=user.email), f"not in directory: {user.email}"
+        ) from None
+    except Exception as exc:
+        raise Refused(
+            DIRECTORY_DOWN, f"directory error for {user.email}: {type(exc).__name__}: {exc}"
+        ) from None
+    return replace(user, groups=frozenset(groups))
+
+
+class LocalAuthorizer:
+    """Embedded default: groups from a directory, every command allowed that its own flags
+    allow. The security layer (``PolicyAuthorizer``) adds Slack identity and policy."""
+
+    def __init__(self, directory: Any = None) -> None:
         self.directory = directory
-        self.identity = identity  # e.g. Slack users.info: fills email, refuses bots and guests
 
     def identify(self, user: User) -> User:
-        if self.identity is not None:
-            user = self.identity(user)
-        if not user.email:
-            raise Refused("I can't tell who you are (no email).")
         if self.directory is None:
+            if not user.email:
+                raise Refused("I can't tell who you are (no email).", "no email")
             return user
-        try:
-            groups = self.directory.groups_for(user.email)
-        except Exception as exc:  # fail closed: a directory we can't read allows nothing
-            raise Refused(
-                "I can't check your groups right now; please try again later.",
-                f"directory error: {type(exc).__name__}: {exc}",
-            ) from None
-        return replace(user, groups=frozenset(groups))
+        return with_groups(user, self.directory)
 
     def decide(self, user: User, cmd: Command, params: Mapping[str, Any]) -> Decision:
         if user.source == "slack" and not cmd.spec.chat:

@@ -13,21 +13,15 @@ from typing import Any
 
 import structlog
 
-from marvin.authz import Decision, Refused, chat_refusal
+from marvin.authz import Decision, Refused, chat_refusal, with_groups
 from marvin.model import User
 from marvin.registry import Command
-from marvin.security.directory import Directory, UserNotInDirectory
+from marvin.security.directory import Directory
 from marvin.security.policy import Policy, Rule, is_builtin
 
-__all__ = ["PolicyAuthorizer", "NOT_IN_DIRECTORY", "DIRECTORY_DOWN"]
+__all__ = ["PolicyAuthorizer"]
 
 log = structlog.get_logger("marvin.security")
-
-NOT_IN_DIRECTORY = (
-    "You're not in the directory, so I can't run commands for you. "
-    "Ask an administrator to add {email}."
-)
-DIRECTORY_DOWN = "I can't check your groups right now; please try again later."
 
 
 class PolicyAuthorizer:
@@ -68,19 +62,7 @@ class PolicyAuthorizer:
                     "Slack user but no Slack identity (users.info) configured",
                 )
             user = self.slack_identity(user)
-        if not user.email:
-            raise Refused("I can't tell who you are (no email).", "no email")
-        try:
-            groups = self.directory.groups_for(user.email)
-        except UserNotInDirectory:
-            raise Refused(
-                NOT_IN_DIRECTORY.format(email=user.email), f"not in directory: {user.email}"
-            ) from None
-        except Exception as exc:  # fail closed: a directory we can't read allows nothing
-            raise Refused(
-                DIRECTORY_DOWN, f"directory error for {user.email}: {type(exc).__name__}: {exc}"
-            ) from None
-        return replace(user, groups=frozenset(groups))
+        return with_groups(user, self.directory)
 
     def is_auditor(self, user: User) -> bool:
         return bool(self.auditors_group) and self.auditors_group in {g.lower() for g in user.groups}
