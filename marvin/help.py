@@ -7,6 +7,7 @@ from collections.abc import Iterable
 from marvin.grammar import usage
 from marvin.model import Reply
 from marvin.registry import Command
+from marvin.text import split_text
 
 __all__ = ["overview", "detail"]
 
@@ -33,7 +34,7 @@ def overview(commands: Iterable[Command], word: str | None = None) -> Reply:
             f"• `{c.usage}` — {c.spec.description} _({c.ref})_" for c in groups[family]
         )
         lines.append(f"*{family}*\n{body}")
-        for chunk in _chunks(f"*{family}*\n{body}"):
+        for chunk in split_text(f"*{family}*\n{body}", _MAX_BLOCK_TEXT):
             blocks.append(_section(chunk))
     tail = "Say `help <command ref>` (e.g. `help platform.create`) for parameters and examples."
     lines.append(tail)
@@ -79,14 +80,4 @@ def detail(cmd: Command) -> Reply:
         + "`"
     )
     text = "\n".join(lines)
-    return Reply(text, [_section(c) for c in _chunks(text)])
-
-
-def _chunks(text: str) -> list[str]:
-    out, cur = [], ""
-    for line in text.split("\n"):
-        if cur and len(cur) + len(line) + 1 > _MAX_BLOCK_TEXT:
-            out.append(cur)
-            cur = ""
-        cur = f"{cur}\n{line}" if cur else line[:_MAX_BLOCK_TEXT]
-    return out + ([cur] if cur else [])
+    return Reply(text, [_section(c) for c in split_text(text, _MAX_BLOCK_TEXT)])

@@ -17,7 +17,7 @@ from marvin.slack.confirm import CANCEL, CONFIRM, Confirmations
 from marvin.slack.events import Deduper, Gate, classify, to_message
 from marvin.slack.responder import SlackResponder
 from marvin.slack.settings import SlackSettings, TokenError, check_tokens
-from marvin.slack.text import split_text
+from marvin.text import split_text
 from tests.fakes import slack as fakes
 from tests.fakes.slack import FakeSlack
 

@@ -18,7 +18,7 @@ from slack_sdk.errors import SlackApiError, SlackClientError
 
 from marvin.model import Reply, State
 from marvin.slack.settings import SlackSettings
-from marvin.slack.text import split_text, summary
+from marvin.text import split_text, summary
 
 if TYPE_CHECKING:
     from marvin.slack.confirm import Confirmations

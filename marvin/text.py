@@ -1,4 +1,5 @@
-"""Splitting long replies into Slack-sized messages without losing a character."""
+"""Splitting long replies into message-sized pieces without losing a character (used by help's
+Block Kit sections and the Slack front end)."""
 
 from __future__ import annotations
 
