@@ -15,9 +15,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from marvin.matcher import Matcher  # noqa: E402
-from marvin.normalize import normalize  # noqa: E402
-from marvin.registry import CommandTable, command  # noqa: E402
+from marvin.core.matcher import Matcher  # noqa: E402
+from marvin.core.normalize import normalize  # noqa: E402
+from marvin.core.registry import CommandTable, command  # noqa: E402
 
 VERBS = [
     "create",

@@ -22,13 +22,13 @@ from pathlib import Path
 from typing import Any
 
 from marvin import command
-from marvin.app import Marvin
-from marvin.authz import LocalAuthorizer
+from marvin.runtime.app import Marvin
+from marvin.core.authz import LocalAuthorizer
 from marvin.bootstrap import build_table
-from marvin.jobs import JobSettings
+from marvin.runtime.jobs import JobSettings
 from marvin.logs import setup_logging
-from marvin.model import Message, Reply, User
-from marvin.store import Store
+from marvin.core.model import Message, Reply, User
+from marvin.runtime.store import Store
 
 BACKEND_URL = ""
 BACKEND_SECONDS = 5.0

@@ -1,8 +1,8 @@
 """Marvin: a ChatOps bot for Slack. Command authors need only what is exported here."""
 
-from marvin.execution import Cancelled, Context
-from marvin.model import Reply, User
-from marvin.params import (
+from marvin.runtime.execution import Cancelled, Context
+from marvin.core.model import Reply, User
+from marvin.core.params import (
     ENVIRONMENT,
     VERSION,
     Boolean,
@@ -13,7 +13,7 @@ from marvin.params import (
     ParamError,
     Text,
 )
-from marvin.registry import command
+from marvin.core.registry import command
 
 __all__ = [
     "command",

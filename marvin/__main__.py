@@ -1,5 +1,5 @@
 import sys
 
-from marvin.cli import main
+from marvin.frontends.cli import main
 
 sys.exit(main())

@@ -6,23 +6,23 @@ import importlib
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from marvin.app import Marvin
-from marvin.authz import Authorizer
+from marvin.runtime.app import Marvin
+from marvin.core.authz import Authorizer
 from marvin.config import Config
-from marvin.jobs import JobSettings
-from marvin.loader import load_handlers
-from marvin.matcher import Matcher
-from marvin.registry import SPEC_ATTR, CommandTable, TableError
+from marvin.runtime.jobs import JobSettings
+from marvin.core.loader import load_handlers
+from marvin.core.matcher import Matcher
+from marvin.core.registry import SPEC_ATTR, CommandTable, TableError
 from marvin.security import build_authorizer, build_second_factor
-from marvin.services import Services
-from marvin.store import Store
-from marvin.vocabulary import lint, load_verbs
+from marvin.runtime.services import Services
+from marvin.runtime.store import Store
+from marvin.core.vocabulary import lint, load_verbs
 
 __all__ = ["build_table", "build_app", "lint_table"]
 
 
 # Core modules whose ``HANDLERS`` are built-in commands (help, whoami, jobs, history...).
-BUILTIN_MODULES = ("marvin.builtins", "marvin.jobcmds", "marvin.auditcmds")
+BUILTIN_MODULES = ("marvin.builtins.help", "marvin.builtins.jobs", "marvin.builtins.audit")
 
 
 def builtin_handlers() -> list[Callable[..., Any]]:

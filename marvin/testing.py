@@ -19,12 +19,12 @@ from typing import Any
 
 import pytest
 
-from marvin.app import Marvin, local_user
-from marvin.authz import Authorizer, LocalAuthorizer
+from marvin.runtime.app import Marvin, local_user
+from marvin.core.authz import Authorizer, LocalAuthorizer
 from marvin.bootstrap import build_app, build_table
 from marvin.config import DEFAULT_CONFIG, Config, load_config
-from marvin.loader import handlers_in
-from marvin.model import Message, Reply, State, User
+from marvin.core.loader import handlers_in
+from marvin.core.model import Message, Reply, State, User
 
 __all__ = ["Replies", "Bot", "marvin_bot"]
 

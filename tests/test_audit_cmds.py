@@ -12,7 +12,7 @@ from structlog.testing import capture_logs
 
 from marvin import Param, command
 from marvin.config import load_config
-from marvin.execution import Context
+from marvin.runtime.execution import Context
 from marvin.security import build_authorizer
 from marvin.testing import Bot
 

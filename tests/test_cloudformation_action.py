@@ -14,7 +14,7 @@ from botocore.stub import Stubber
 
 from marvin.actions import ActionError
 from marvin.actions.cloudformation import create_stack
-from marvin.execution import Cancelled
+from marvin.runtime.execution import Cancelled
 
 
 class FakeCtx:

@@ -12,7 +12,7 @@ import pytest
 from marvin import command
 from marvin.bootstrap import build_table
 from marvin.config import ConfigError, load_config
-from marvin.vocabulary import lint
+from marvin.core.vocabulary import lint
 
 ROOT = Path(__file__).resolve().parent.parent
 VERBS = frozenset({"create", "help", "whoami", "restart", "jobs", "cancel", "history", "status"})

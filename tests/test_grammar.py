@@ -2,7 +2,7 @@
 
 import pytest
 
-from marvin.grammar import FormatError, NoMatch, compile_format, extract, split_pairs, usage
+from marvin.core.grammar import FormatError, NoMatch, compile_format, extract, split_pairs, usage
 
 SEED = (
     "create platform environment named {{ environment }}( with dataset {{ dataset }})?"

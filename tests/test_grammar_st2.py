@@ -6,7 +6,7 @@ test_grammar.py; where Marvin deliberately differs from StackStorm the row says 
 
 import pytest
 
-from marvin.grammar import NoMatch, extract
+from marvin.core.grammar import NoMatch, extract
 
 VECTORS = [
     # test_empty_string / test_arbitrary_pairs

@@ -9,11 +9,11 @@ from typing import Any
 import pytest
 
 from marvin import ENVIRONMENT, Integer, command
-from marvin.authz import LocalAuthorizer
+from marvin.core.authz import LocalAuthorizer
 from marvin.bootstrap import build_app, build_table
 from marvin.config import DEFAULT_CONFIG, load_config
-from marvin.execution import Context
-from marvin.model import Message, Reply, User
+from marvin.runtime.execution import Context
+from marvin.core.model import Message, Reply, User
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -376,7 +376,7 @@ def test_recover_marks_dead_processes_executions_interrupted(bot_with, tmp_path)
     dead_pid = int(dead.stdout)
     alive = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
     try:
-        from marvin.locks import process_identity
+        from marvin.runtime.locks import process_identity
 
         rows = {}
         for name, pid, owner, state in [

@@ -9,7 +9,7 @@ import weakref
 import pytest
 
 from marvin import ENVIRONMENT, command
-from marvin.pool import Timer
+from marvin.runtime.pool import Timer
 
 
 @command(

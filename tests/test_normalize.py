@@ -1,6 +1,6 @@
 import pytest
 
-from marvin.normalize import normalize
+from marvin.core.normalize import normalize
 
 
 @pytest.mark.parametrize(

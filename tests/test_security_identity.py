@@ -8,8 +8,8 @@ from collections.abc import Iterator
 import pytest
 from slack_sdk import WebClient
 
-from marvin.authz import Refused
-from marvin.model import User
+from marvin.core.authz import Refused
+from marvin.core.model import User
 from marvin.security.slack_identity import SlackIdentity
 from tests.fakes.slack import FakeSlack
 

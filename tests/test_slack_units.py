@@ -12,12 +12,12 @@ import yaml
 from slack_sdk import WebClient
 
 from marvin.config import ConfigError, load_config
-from marvin.model import Reply
-from marvin.slack.confirm import CANCEL, CONFIRM, Confirmations
-from marvin.slack.events import Deduper, Gate, classify, to_message
-from marvin.slack.responder import SlackResponder
-from marvin.slack.settings import SlackSettings, TokenError, check_tokens
-from marvin.text import split_text
+from marvin.core.model import Reply
+from marvin.frontends.slack.confirm import CANCEL, CONFIRM, Confirmations
+from marvin.frontends.slack.events import Deduper, Gate, classify, to_message
+from marvin.frontends.slack.responder import SlackResponder
+from marvin.frontends.slack.settings import SlackSettings, TokenError, check_tokens
+from marvin.core.text import split_text
 from tests.fakes import slack as fakes
 from tests.fakes.slack import FakeSlack
 
@@ -383,7 +383,7 @@ def test_manifest_has_what_serve_needs() -> None:
 
 
 def test_blocks_fall_back_to_text(fake_slack: FakeSlack) -> None:
-    from marvin.model import Reply
+    from marvin.core.model import Reply
 
     r = _responder(fake_slack)
     many = [{"type": "section", "text": {"type": "mrkdwn", "text": f"b{i}"}} for i in range(51)]

@@ -6,8 +6,8 @@ import pytest
 
 from marvin import ENVIRONMENT, Choice, Integer, command
 from marvin.bootstrap import build_table
-from marvin.loader import load_handlers
-from marvin.registry import SPEC_ATTR, TableError
+from marvin.core.loader import load_handlers
+from marvin.core.registry import SPEC_ATTR, TableError
 
 
 @command(
@@ -204,8 +204,8 @@ def test_help_and_whoami(marvin_bot) -> None:  # noqa: ANN001
 
 
 def test_big_help_falls_back_to_text_and_reply_blocks_carry_id(marvin_bot) -> None:  # noqa: ANN001
-    from marvin.help import overview
-    from marvin.model import Reply
+    from marvin.core.help import overview
+    from marvin.core.model import Reply
 
     handlers = []
     for i in range(60):
@@ -283,15 +283,15 @@ def test_two_forms_of_one_command_reading_differently_are_ambiguous(marvin_bot) 
 
     with pytest.raises(TableError, match="matches two of its formats with different values"):
         build_table([ship])
-    from marvin.matcher import Ambiguous, Matcher
-    from marvin.registry import CommandTable
+    from marvin.core.matcher import Ambiguous, Matcher
+    from marvin.core.registry import CommandTable
 
     result = Matcher(CommandTable.build([ship])).match("ship api to prod")
     assert isinstance(result, Ambiguous) and "more than one form of app.ship" in result.message()
 
 
 def test_environment_rejects_a_trailing_newline() -> None:
-    from marvin.params import ParamError
+    from marvin.core.params import ParamError
 
     with pytest.raises(ParamError):
         ENVIRONMENT.convert("environment", "demo01\n")
@@ -302,21 +302,21 @@ class _FlipAuthorizer:
     """Allows (asking for confirmation) until ``revoked``; refuses ``stranger`` outright."""
 
     def __init__(self) -> None:
-        from marvin.authz import LocalAuthorizer
+        from marvin.core.authz import LocalAuthorizer
         from marvin.testing import TestDirectory
 
         self.inner = LocalAuthorizer(TestDirectory({"tester@example.com": ["ops"]}))
         self.revoked = False
 
     def identify(self, user):  # noqa: ANN001, ANN201
-        from marvin.authz import Refused
+        from marvin.core.authz import Refused
 
         if user.email and user.email.startswith("stranger"):
             raise Refused("You're not from this workspace.")
         return self.inner.identify(user)
 
     def decide(self, user, cmd, params):  # noqa: ANN001, ANN201
-        from marvin.authz import Decision
+        from marvin.core.authz import Decision
 
         if cmd.spec.family == "marvin":
             return Decision(True)
@@ -343,7 +343,7 @@ def test_strangers_get_no_usage_and_confirmation_rechecks(marvin_bot) -> None:  
             authz.revoked = True
             on_result(True)
 
-    from marvin.model import Message
+    from marvin.core.model import Message
     from marvin.testing import Replies
 
     replies = Replies()

@@ -13,9 +13,9 @@ from typing import Any
 
 import structlog
 
-from marvin.authz import Decision, Refused, chat_refusal, with_groups
-from marvin.model import User
-from marvin.registry import Command
+from marvin.core.authz import Decision, Refused, chat_refusal, with_groups
+from marvin.core.model import User
+from marvin.core.registry import Command
 from marvin.security.directory import Directory
 from marvin.security.policy import Policy, Rule, is_builtin
 

@@ -7,8 +7,8 @@ from typing import Any
 
 import structlog
 
-from marvin.model import Message
-from marvin.registry import Command
+from marvin.core.model import Message
+from marvin.core.registry import Command
 from marvin.security.duo import DuoPush, DuoStatus
 
 __all__ = ["DuoSecondFactor"]

@@ -35,7 +35,7 @@ from typing import Any
 
 import yaml
 
-from marvin.registry import Command
+from marvin.core.registry import Command
 
 __all__ = ["Policy", "PolicyError", "Rule", "BUILTIN_FAMILY", "is_builtin", "load_policy"]
 

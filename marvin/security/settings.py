@@ -34,7 +34,7 @@ from collections.abc import Mapping
 from dataclasses import fields
 from typing import Any
 
-from marvin.authz import Authorizer
+from marvin.core.authz import Authorizer
 from marvin.config import Config, ConfigError
 from marvin.security.directory import (
     Directory,

@@ -25,8 +25,8 @@ import structlog
 from slack_sdk import WebClient
 from slack_sdk.errors import SlackApiError
 
-from marvin.authz import Refused
-from marvin.model import User
+from marvin.core.authz import Refused
+from marvin.core.model import User
 
 __all__ = ["SlackIdentity"]
 

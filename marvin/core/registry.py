@@ -14,8 +14,8 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any, TypeVar
 
-from marvin.grammar import Format, FormatError, compile_format, usage
-from marvin.params import Param, Text
+from marvin.core.grammar import Format, FormatError, compile_format, usage
+from marvin.core.params import Param, Text
 
 __all__ = ["command", "CommandSpec", "Command", "CommandTable", "TableError", "SPEC_ATTR"]
 

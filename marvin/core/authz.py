@@ -11,8 +11,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from typing import Any, Protocol
 
-from marvin.model import User
-from marvin.registry import Command
+from marvin.core.model import User
+from marvin.core.registry import Command
 
 __all__ = ["Decision", "Refused", "Authorizer", "LocalAuthorizer", "with_groups"]
 

@@ -9,7 +9,7 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
-from marvin.registry import SPEC_ATTR, TableError
+from marvin.core.registry import SPEC_ATTR, TableError
 
 __all__ = ["load_handlers", "handlers_in"]
 

@@ -45,7 +45,7 @@ def _parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     from marvin.logs import setup_logging
-    from marvin.registry import TableError
+    from marvin.core.registry import TableError
 
     try:
         config = load_config(args.config)
@@ -63,9 +63,9 @@ def _slack_configured() -> bool:
 
 
 def _shell(config, args) -> int:  # noqa: ANN001
-    from marvin.app import local_user
+    from marvin.runtime.app import local_user
     from marvin.bootstrap import build_app
-    from marvin.console import run_console
+    from marvin.frontends.console import run_console
 
     app = build_app(config)
     app.recover(lambda row: print(row["notice"], flush=True))
@@ -113,12 +113,12 @@ def install_sigterm(
 
 
 def _run(config, args) -> int:  # noqa: ANN001
-    from marvin.app import local_user
+    from marvin.runtime.app import local_user
     from marvin.bootstrap import build_app
-    from marvin.console import ConsoleResponder
-    from marvin.matcher import bind
-    from marvin.model import Message
-    from marvin.params import ParamError
+    from marvin.frontends.console import ConsoleResponder
+    from marvin.core.matcher import bind
+    from marvin.core.model import Message
+    from marvin.core.params import ParamError
 
     app = build_app(config)
     try:
@@ -205,7 +205,7 @@ def _serve(config, args) -> int:  # noqa: ANN001
             file=sys.stderr,
         )
         return _shell(config, argparse.Namespace(as_email=None))
-    from marvin.slack.serve import serve
+    from marvin.frontends.slack.serve import serve
 
     return serve(config, args)
 

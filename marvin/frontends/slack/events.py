@@ -18,7 +18,7 @@ from typing import Any
 
 import structlog
 
-from marvin.model import Message, Responder, User
+from marvin.core.model import Message, Responder, User
 
 __all__ = ["Deduper", "Gate", "Inbound", "classify", "to_message"]
 

@@ -22,11 +22,11 @@ from typing import TYPE_CHECKING, Any
 
 import structlog
 
-from marvin.model import Message, Reply, User
-from marvin.registry import Command
+from marvin.core.model import Message, Reply, User
+from marvin.core.registry import Command
 
 if TYPE_CHECKING:
-    from marvin.jobs import Job, Scheduler, Timer
+    from marvin.runtime.jobs import Job, Scheduler, Timer
 
 __all__ = ["Context", "Cancelled", "render", "run", "finish", "cancelled_text"]
 

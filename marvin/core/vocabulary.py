@@ -9,7 +9,7 @@ from pathlib import Path
 
 import yaml
 
-from marvin.registry import CommandTable
+from marvin.core.registry import CommandTable
 
 __all__ = ["load_verbs", "lint"]
 

@@ -22,11 +22,11 @@ from slack_sdk.http_retry.builtin_handlers import (
     ServerErrorRetryHandler,
 )
 
-from marvin.slack.confirm import ACTION_PATTERN, Confirmations
-from marvin.slack.events import Deduper, Gate, Inbound, to_message
-from marvin.slack.responder import SlackResponder
-from marvin.slack.settings import SlackSettings
-from marvin.slack.socket import AckFirstHandler
+from marvin.frontends.slack.confirm import ACTION_PATTERN, Confirmations
+from marvin.frontends.slack.events import Deduper, Gate, Inbound, to_message
+from marvin.frontends.slack.responder import SlackResponder
+from marvin.frontends.slack.settings import SlackSettings
+from marvin.frontends.slack.socket import AckFirstHandler
 
 __all__ = ["SlackBot", "web_client"]
 

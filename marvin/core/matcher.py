@@ -10,9 +10,9 @@ import difflib
 from dataclasses import dataclass, field
 from typing import Any
 
-from marvin.grammar import Format, split_pairs
-from marvin.params import ParamError
-from marvin.registry import Command, CommandTable, TableError
+from marvin.core.grammar import Format, split_pairs
+from marvin.core.params import ParamError
+from marvin.core.registry import Command, CommandTable, TableError
 
 __all__ = ["Matcher", "Matched", "Unknown", "Ambiguous", "Invalid", "MatchResult", "bind"]
 

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from marvin.grammar import usage
-from marvin.model import Reply
-from marvin.registry import Command
-from marvin.text import split_text
+from marvin.core.grammar import usage
+from marvin.core.model import Reply
+from marvin.core.registry import Command
+from marvin.core.text import split_text
 
 __all__ = ["overview", "detail"]
 

@@ -16,15 +16,15 @@ from typing import Any
 
 import structlog
 
-from marvin import control, execution
-from marvin.authz import Authorizer, LocalAuthorizer, Refused
-from marvin.jobs import BUSY, RESTARTING, Job, JobManager, JobPool, JobSettings, PoolFull
-from marvin.locks import lock_key, process_identity
-from marvin.matcher import Ambiguous, Invalid, Matched, Matcher, Unknown
-from marvin.model import Message, User
-from marvin.normalize import normalize
-from marvin.registry import Command, CommandTable
-from marvin.store import Store, redact
+from marvin.runtime import control, execution
+from marvin.core.authz import Authorizer, LocalAuthorizer, Refused
+from marvin.runtime.jobs import BUSY, RESTARTING, Job, JobManager, JobPool, JobSettings, PoolFull
+from marvin.runtime.locks import lock_key, process_identity
+from marvin.core.matcher import Ambiguous, Invalid, Matched, Matcher, Unknown
+from marvin.core.model import Message, User
+from marvin.core.normalize import normalize
+from marvin.core.registry import Command, CommandTable
+from marvin.runtime.store import Store, redact
 
 __all__ = ["Marvin"]
 

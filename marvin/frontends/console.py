@@ -7,7 +7,7 @@ import threading
 from collections.abc import Callable
 from typing import IO
 
-from marvin.model import Reply, State
+from marvin.core.model import Reply, State
 
 __all__ = ["ConsoleResponder", "run_console"]
 
@@ -60,7 +60,7 @@ def _stdin_ask(stream: IO[str], out: IO[str]) -> Callable[[str], bool]:
 
 def run_console(app, user, stdin: IO[str] | None = None, out: IO[str] | None = None) -> int:  # noqa: ANN001
     """Each input line is a chat message; the answer block ends before the next line is read."""
-    from marvin.model import Message
+    from marvin.core.model import Message
 
     stdin, out = stdin or sys.stdin, out or sys.stdout
     interactive = stdin.isatty()

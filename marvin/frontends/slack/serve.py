@@ -20,9 +20,9 @@ import structlog
 from slack_sdk.errors import SlackApiError, SlackClientError
 
 from marvin.config import Config
-from marvin.slack.bot import SlackBot, web_client
-from marvin.slack.health import HealthServer
-from marvin.slack.settings import (
+from marvin.frontends.slack.bot import SlackBot, web_client
+from marvin.frontends.slack.health import HealthServer
+from marvin.frontends.slack.settings import (
     DEFAULT_API_URL,
     SlackSettings,
     TokenError,

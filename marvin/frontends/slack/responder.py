@@ -16,12 +16,12 @@ import structlog
 from slack_sdk import WebClient
 from slack_sdk.errors import SlackApiError, SlackClientError
 
-from marvin.model import Reply, State
-from marvin.slack.settings import SlackSettings
-from marvin.text import split_text, summary
+from marvin.core.model import Reply, State
+from marvin.frontends.slack.settings import SlackSettings
+from marvin.core.text import split_text, summary
 
 if TYPE_CHECKING:
-    from marvin.slack.confirm import Confirmations
+    from marvin.frontends.slack.confirm import Confirmations
 
 __all__ = ["SlackResponder"]
 
