@@ -29,10 +29,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from slack_sdk import WebClient  # noqa: E402
 
 from marvin import command  # noqa: E402
-from marvin.core.authz import Refused  # noqa: E402
 from marvin.bootstrap import build_table  # noqa: E402
-from marvin.logs import setup_logging  # noqa: E402
+from marvin.core.authz import Refused  # noqa: E402
 from marvin.core.model import User  # noqa: E402
+from marvin.logs import setup_logging  # noqa: E402
 from marvin.security.authorizer import PolicyAuthorizer  # noqa: E402
 from marvin.security.directory import LdapConfig, LdapDirectory  # noqa: E402
 from marvin.security.policy import load_policy  # noqa: E402

@@ -22,12 +22,12 @@ from pathlib import Path
 from typing import Any
 
 from marvin import command
-from marvin.runtime.app import Marvin
-from marvin.core.authz import LocalAuthorizer
 from marvin.bootstrap import build_table
-from marvin.runtime.jobs import JobSettings
-from marvin.logs import setup_logging
+from marvin.core.authz import LocalAuthorizer
 from marvin.core.model import Message, Reply, User
+from marvin.logs import setup_logging
+from marvin.runtime.app import Marvin
+from marvin.runtime.jobs import JobSettings
 from marvin.runtime.store import Store
 
 BACKEND_URL = ""

@@ -1,6 +1,5 @@
 """Marvin: a ChatOps bot for Slack. Command authors need only what is exported here."""
 
-from marvin.runtime.execution import Cancelled, Context
 from marvin.core.model import Reply, User
 from marvin.core.params import (
     ENVIRONMENT,
@@ -14,6 +13,7 @@ from marvin.core.params import (
     Text,
 )
 from marvin.core.registry import command
+from marvin.runtime.execution import Cancelled, Context
 
 __all__ = [
     "command",

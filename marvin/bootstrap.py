@@ -6,17 +6,17 @@ import importlib
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from marvin.runtime.app import Marvin
-from marvin.core.authz import Authorizer
 from marvin.config import Config
-from marvin.runtime.jobs import JobSettings
+from marvin.core.authz import Authorizer
 from marvin.core.loader import load_handlers
 from marvin.core.matcher import Matcher
 from marvin.core.registry import SPEC_ATTR, CommandTable, TableError
-from marvin.security import build_authorizer, build_second_factor
+from marvin.core.vocabulary import lint, load_verbs
+from marvin.runtime.app import Marvin
+from marvin.runtime.jobs import JobSettings
 from marvin.runtime.services import Services
 from marvin.runtime.store import Store
-from marvin.core.vocabulary import lint, load_verbs
+from marvin.security import build_authorizer, build_second_factor
 
 __all__ = ["build_table", "build_app", "lint_table"]
 

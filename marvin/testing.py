@@ -19,12 +19,12 @@ from typing import Any
 
 import pytest
 
-from marvin.runtime.app import Marvin, local_user
-from marvin.core.authz import Authorizer, LocalAuthorizer
 from marvin.bootstrap import build_app, build_table
 from marvin.config import DEFAULT_CONFIG, Config, load_config
+from marvin.core.authz import Authorizer, LocalAuthorizer
 from marvin.core.loader import handlers_in
 from marvin.core.model import Message, Reply, State, User
+from marvin.runtime.app import Marvin, local_user
 
 __all__ = ["Replies", "Bot", "marvin_bot"]
 

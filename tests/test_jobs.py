@@ -9,11 +9,11 @@ from typing import Any
 import pytest
 
 from marvin import ENVIRONMENT, Integer, command
-from marvin.core.authz import LocalAuthorizer
 from marvin.bootstrap import build_app, build_table
 from marvin.config import DEFAULT_CONFIG, load_config
-from marvin.runtime.execution import Context
+from marvin.core.authz import LocalAuthorizer
 from marvin.core.model import Message, Reply, User
+from marvin.runtime.execution import Context
 
 pytestmark = pytest.mark.timeout(60)
 

@@ -10,9 +10,9 @@ import pytest
 from marvin import command
 from marvin.bootstrap import build_app, build_table
 from marvin.config import DEFAULT_CONFIG, load_config
-from marvin.runtime.execution import Context
 from marvin.core.model import User
 from marvin.core.registry import CommandTable, TableError
+from marvin.runtime.execution import Context
 from marvin.security.authorizer import PolicyAuthorizer
 from marvin.security.directory import StaticDirectory
 from marvin.security.policy import Policy, PolicyError, load_policy

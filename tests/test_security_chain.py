@@ -12,8 +12,8 @@ from slack_sdk import WebClient
 
 from marvin import Param, command
 from marvin.config import Config, ConfigError, load_config
-from marvin.runtime.execution import Context
 from marvin.core.model import User
+from marvin.runtime.execution import Context
 from marvin.security import build_authorizer
 from marvin.security.settings import build_directory, build_second_factor
 from marvin.testing import Bot, Replies

@@ -13,11 +13,11 @@ from slack_sdk import WebClient
 
 from marvin.config import ConfigError, load_config
 from marvin.core.model import Reply
+from marvin.core.text import split_text
 from marvin.frontends.slack.confirm import CANCEL, CONFIRM, Confirmations
 from marvin.frontends.slack.events import Deduper, Gate, classify, to_message
 from marvin.frontends.slack.responder import SlackResponder
 from marvin.frontends.slack.settings import SlackSettings, TokenError, check_tokens
-from marvin.core.text import split_text
 from tests.fakes import slack as fakes
 from tests.fakes.slack import FakeSlack
 

@@ -11,11 +11,11 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from marvin.runtime.execution import Context
-from marvin.runtime.locks import age_text
 from marvin.core.model import User
 from marvin.core.params import EXECUTION_ID, Choice, Text
 from marvin.core.registry import command
+from marvin.runtime.execution import Context
+from marvin.runtime.locks import age_text
 
 __all__ = ["history_command", "status_command", "HANDLERS"]
 

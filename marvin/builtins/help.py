@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from marvin.runtime.execution import Context
 from marvin.core.help import detail, overview
 from marvin.core.model import Reply
 from marvin.core.registry import command
+from marvin.runtime.execution import Context
 
 __all__ = ["help_command", "whoami", "HANDLERS"]
 

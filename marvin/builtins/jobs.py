@@ -7,10 +7,10 @@ from __future__ import annotations
 
 import time
 
-from marvin.runtime.execution import Context
-from marvin.runtime.locks import age_text
 from marvin.core.params import EXECUTION_ID
 from marvin.core.registry import command
+from marvin.runtime.execution import Context
+from marvin.runtime.locks import age_text
 
 __all__ = ["jobs_command", "cancel_command", "HANDLERS"]
 

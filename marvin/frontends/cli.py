@@ -44,8 +44,8 @@ def _parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    from marvin.logs import setup_logging
     from marvin.core.registry import TableError
+    from marvin.logs import setup_logging
 
     try:
         config = load_config(args.config)
@@ -63,9 +63,9 @@ def _slack_configured() -> bool:
 
 
 def _shell(config, args) -> int:  # noqa: ANN001
-    from marvin.runtime.app import local_user
     from marvin.bootstrap import build_app
     from marvin.frontends.console import run_console
+    from marvin.runtime.app import local_user
 
     app = build_app(config)
     app.recover(lambda row: print(row["notice"], flush=True))
@@ -113,12 +113,12 @@ def install_sigterm(
 
 
 def _run(config, args) -> int:  # noqa: ANN001
-    from marvin.runtime.app import local_user
     from marvin.bootstrap import build_app
-    from marvin.frontends.console import ConsoleResponder
     from marvin.core.matcher import bind
     from marvin.core.model import Message
     from marvin.core.params import ParamError
+    from marvin.frontends.console import ConsoleResponder
+    from marvin.runtime.app import local_user
 
     app = build_app(config)
     try:

@@ -16,14 +16,14 @@ from typing import Any
 
 import structlog
 
-from marvin.runtime import control, execution
 from marvin.core.authz import Authorizer, LocalAuthorizer, Refused
-from marvin.runtime.jobs import BUSY, RESTARTING, Job, JobManager, JobPool, JobSettings, PoolFull
-from marvin.runtime.locks import lock_key, process_identity
 from marvin.core.matcher import Ambiguous, Invalid, Matched, Matcher, Unknown
 from marvin.core.model import Message, User
 from marvin.core.normalize import normalize
 from marvin.core.registry import Command, CommandTable
+from marvin.runtime import control, execution
+from marvin.runtime.jobs import BUSY, RESTARTING, Job, JobManager, JobPool, JobSettings, PoolFull
+from marvin.runtime.locks import lock_key, process_identity
 from marvin.runtime.store import Store, redact
 
 __all__ = ["Marvin"]

@@ -9,9 +9,9 @@ from typing import Any
 
 import structlog
 
+from marvin.core.model import User
 from marvin.runtime import execution
 from marvin.runtime.locks import interrupted_notice, orphaned
-from marvin.core.model import User
 
 __all__ = ["cancel", "drain", "recover"]
 

@@ -15,10 +15,10 @@ from typing import Any
 
 import structlog
 
-from marvin.runtime.locks import Holder, LockKey, LockTable
 from marvin.core.model import Message
-from marvin.runtime.pool import JobPool, PoolFull, Scheduler, Timer
 from marvin.core.registry import Command
+from marvin.runtime.locks import Holder, LockKey, LockTable
+from marvin.runtime.pool import JobPool, PoolFull, Scheduler, Timer
 
 __all__ = [
     "JobPool",

@@ -34,8 +34,8 @@ from collections.abc import Mapping
 from dataclasses import fields
 from typing import Any
 
-from marvin.core.authz import Authorizer
 from marvin.config import Config, ConfigError
+from marvin.core.authz import Authorizer
 from marvin.security.directory import (
     Directory,
     DirectoryConfigError,

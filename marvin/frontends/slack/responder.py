@@ -17,8 +17,8 @@ from slack_sdk import WebClient
 from slack_sdk.errors import SlackApiError, SlackClientError
 
 from marvin.core.model import Reply, State
-from marvin.frontends.slack.settings import SlackSettings
 from marvin.core.text import split_text, summary
+from marvin.frontends.slack.settings import SlackSettings
 
 if TYPE_CHECKING:
     from marvin.frontends.slack.confirm import Confirmations
