@@ -14,7 +14,7 @@ from marvin.core.registry import SPEC_ATTR, CommandTable, TableError
 from marvin.core.vocabulary import lint, load_verbs
 from marvin.runtime.app import Marvin
 from marvin.runtime.jobs import JobSettings
-from marvin.runtime.services import Services
+from marvin.actions.clients import Clients
 from marvin.runtime.store import Store
 from marvin.security import build_authorizer, build_second_factor
 
@@ -91,7 +91,7 @@ def build_app(
         table,
         store=Store(config.file("state.sqlite")),
         authorizer=authorizer,
-        services=Services(config),
+        services=Clients(config),
         intake_workers=config.get("jobs.intake_workers"),
         settings=JobSettings.from_config(config),
     )

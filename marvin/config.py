@@ -5,13 +5,22 @@ from __future__ import annotations
 
 import os
 import re
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-__all__ = ["ConfigError", "Config", "load_config", "DEFAULT_CONFIG"]
+__all__ = [
+    "ConfigError",
+    "Config",
+    "Setting",
+    "declare",
+    "check_keys",
+    "load_config",
+    "DEFAULT_CONFIG",
+]
 
 DEFAULT_CONFIG = Path(__file__).resolve().parent.parent / "config" / "marvin.yaml"
 _VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
@@ -21,61 +30,105 @@ class ConfigError(ValueError):
     """Invalid configuration; the message names the file and the key."""
 
 
-# key -> (type, default, check, what is expected). Sections other modules own (security, slack)
-# are validated there; unknown top-level keys are errors so a typo is never silently ignored.
-_SCHEMA: dict[str, tuple[type | tuple[type, ...], Any, Any, str]] = {
-    "commands.paths": (
-        list,
-        ["../commands"],
-        lambda v: all(isinstance(p, str) for p in v),
-        "a list of folders",
-    ),
-    "commands.lint": (
-        str,
-        "strict",
-        lambda v: v in ("strict", "warn", "off"),
-        "one of strict, warn, off",
-    ),
-    "vocabulary": (str, "vocabulary.yaml", None, "a file path"),
-    "state.sqlite": (str, "../var/marvin.sqlite3", None, "a file path"),
-    "jobs.workers": (int, 32, lambda v: 1 <= v <= 1024, "a whole number from 1 to 1024"),
-    "jobs.queue": (int, 256, lambda v: v >= 1, "a whole number >= 1"),
-    "jobs.intake_workers": (int, 8, lambda v: 1 <= v <= 256, "a whole number from 1 to 256"),
-    "jobs.per_user": (int, 4, lambda v: v >= 1, "a whole number >= 1"),
-    "jobs.default_timeout": ((int, float), 3600, lambda v: v > 0, "seconds > 0"),
-    "jobs.cancel_grace": ((int, float), 5, lambda v: v >= 0, "seconds >= 0"),
-    "jobs.grace_seconds": ((int, float), 30, lambda v: v >= 0, "seconds >= 0"),
-    "jobs.cancel_groups": (
-        list,
-        [],
-        lambda v: all(isinstance(g, str) for g in v),
-        "a list of group names",
-    ),
-    "jobs.locks": (
-        str,
-        "per_family",
-        lambda v: v in ("per_family", "shared"),
-        "per_family (platform demo01 and api demo01 are separate locks) or shared",
-    ),
-    "shell.user": (str, "operator@example.com", lambda v: "@" in v, "an email address"),
-    "aws.region": (str, "us-east-1", None, "an AWS region name"),
-    "aws.poll_seconds": ((int, float), 10, lambda v: 0 < v <= 300, "seconds between 0 and 300"),
-    "cloudformation.template": (str, "templates/environment.yaml", None, "a file path"),
-    "cloudformation.poll_seconds": (
-        (int, float),
-        5,
-        lambda v: 0 < v <= 300,
-        "seconds between 0 and 300",
-    ),
-    "cloudformation.timeout": ((int, float), 3600, lambda v: v > 0, "seconds > 0"),
-    "logging.level": (
-        str,
-        "info",
-        lambda v: v.lower() in ("debug", "info", "warning", "error"),
-        "one of debug, info, warning, error",
-    ),
-}
-_OPEN_SECTIONS = {"security", "slack", "directory", "rbac", "duo", "ldap", "consul", "jenkins"}
+@dataclass(frozen=True)
+class Setting:
+    """One key of a section: its type, default, an optional check and what is expected."""
+
+    type: type | tuple[type, ...]
+    default: Any
+    check: Callable[[Any], bool] | None = None
+    expected: str = ""
+
+
+# Section name -> key -> Setting. The core declares its own here; each action module declares
+# the section its client reads with ``declare`` (see ``marvin.actions.clients``), so adding a
+# backend never edits this file. Unknown top-level keys and unknown keys inside a declared
+# section are errors, so a typo is never silently ignored.
+SECTIONS: dict[str, dict[str, Setting]] = {}
+# Sections validated by their owners (the security chain, the Slack front end).
+_OWNED = {"security", "slack"}
+
+
+def declare(section: str, settings: Mapping[str, Setting]) -> None:
+    """Declare the keys of a top-level section (idempotent for the same keys)."""
+    SECTIONS.setdefault(section, {}).update(settings)
+
+
+def check_keys(
+    error: Callable[[str, str], Exception], where: str, value: Any, allowed: Iterable[str]
+) -> dict[str, Any]:
+    """``value`` as a mapping whose keys are all in ``allowed``; raises ``error(key, text)``.
+    The one "unknown setting; expected one of" check, used by every section's owner."""
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise error(where, "expected a mapping")
+    allowed = sorted(set(allowed))
+    unknown = sorted(str(k) for k in value if k not in allowed)
+    if unknown:
+        prefix = f"{where}." if where else ""
+        raise error(
+            f"{prefix}{unknown[0]}", "unknown setting; expected one of " + ", ".join(allowed)
+        )
+    return value
+
+
+def _n(lo: float, hi: float | None = None) -> Callable[[Any], bool]:
+    return lambda v: v >= lo and (hi is None or v <= hi)
+
+
+_SECONDS = (int, float)
+declare(
+    "commands",
+    {
+        "paths": Setting(
+            list, ["../commands"], lambda v: all(isinstance(p, str) for p in v), "a list of folders"
+        ),
+        "lint": Setting(
+            str, "strict", lambda v: v in ("strict", "warn", "off"), "one of strict, warn, off"
+        ),
+    },
+)
+declare("vocabulary", {"": Setting(str, "vocabulary.yaml", None, "a file path")})
+declare("state", {"sqlite": Setting(str, "../var/marvin.sqlite3", None, "a file path")})
+declare(
+    "jobs",
+    {
+        "workers": Setting(int, 32, _n(1, 1024), "a whole number from 1 to 1024"),
+        "queue": Setting(int, 256, _n(1), "a whole number >= 1"),
+        "intake_workers": Setting(int, 8, _n(1, 256), "a whole number from 1 to 256"),
+        "per_user": Setting(int, 4, _n(1), "a whole number >= 1"),
+        "default_timeout": Setting(_SECONDS, 3600, lambda v: v > 0, "seconds > 0"),
+        "cancel_grace": Setting(_SECONDS, 5, _n(0), "seconds >= 0"),
+        "grace_seconds": Setting(_SECONDS, 30, _n(0), "seconds >= 0"),
+        "cancel_groups": Setting(
+            list, [], lambda v: all(isinstance(g, str) for g in v), "a list of group names"
+        ),
+        "locks": Setting(
+            str,
+            "per_family",
+            lambda v: v in ("per_family", "shared"),
+            "per_family (platform demo01 and api demo01 are separate locks) or shared",
+        ),
+    },
+)
+declare("shell", {"user": Setting(str, "operator@example.com", lambda v: "@" in v, "an email")})
+declare(
+    "logging",
+    {
+        "level": Setting(
+            str,
+            "info",
+            lambda v: v.lower() in ("debug", "info", "warning", "error"),
+            "one of debug, info, warning, error",
+        )
+    },
+)
+
+
+def _setting(dotted: str) -> Setting | None:
+    section, _, key = dotted.partition(".")
+    return SECTIONS.get(section, {}).get(key)
 
 
 @dataclass
@@ -91,9 +144,8 @@ class Config:
         node: Any = self.data
         for part in dotted.split("."):
             if not isinstance(node, dict) or part not in node:
-                if dotted in _SCHEMA:
-                    return _SCHEMA[dotted][1]
-                return default
+                known = _setting(dotted)
+                return known.default if known is not None else default
             node = node[part]
         return node
 
@@ -155,26 +207,24 @@ def load_config(path: str | Path | None = None, env: dict[str, str] | None = Non
 
 
 def _validate(cfg: Config) -> None:
-    known_top = {k.split(".")[0] for k in _SCHEMA} | _OPEN_SECTIONS
-    for top in cfg.data:
-        if top not in known_top:
-            raise cfg.error(
-                str(top), f"unknown setting; expected one of {', '.join(sorted(known_top))}"
-            )
-    for section in {k.split(".")[0] for k in _SCHEMA if "." in k}:
-        value = cfg.data.get(section)
-        if value is None:
+    from marvin.actions.clients import discover
+
+    discover()  # the action modules declare their sections on import
+    check_keys(cfg.error, "", cfg.data, set(SECTIONS) | _OWNED)
+    for name, settings in SECTIONS.items():
+        if "" in settings:  # a top-level scalar such as ``vocabulary``
+            _check_value(cfg, name, settings[""])
             continue
-        if not isinstance(value, dict):
-            raise cfg.error(section, "expected a mapping")
-        known = {k.split(".", 1)[1] for k in _SCHEMA if k.startswith(section + ".")}
-        for sub in value:
-            if sub not in known:
-                raise cfg.error(
-                    f"{section}.{sub}",
-                    "unknown setting; expected one of " + ", ".join(sorted(known)),
-                )
-    for key, (typ, _default, check, expected) in _SCHEMA.items():
-        value = cfg.get(key)
-        if isinstance(value, bool) or not isinstance(value, typ) or (check and not check(value)):
-            raise cfg.error(key, f"expected {expected}, got {value!r}")
+        check_keys(cfg.error, name, cfg.data.get(name), settings)
+        for key, setting in settings.items():
+            _check_value(cfg, f"{name}.{key}", setting)
+
+
+def _check_value(cfg: Config, key: str, s: Setting) -> None:
+    value = cfg.get(key)
+    if value is None and s.default is None:
+        return  # optional, not set
+    if isinstance(value, bool) and s.type is not bool or not isinstance(value, s.type):
+        raise cfg.error(key, f"expected {s.expected}, got {value!r}")
+    if s.check is not None and not s.check(value):
+        raise cfg.error(key, f"expected {s.expected}, got {value!r}")

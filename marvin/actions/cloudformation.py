@@ -8,8 +8,33 @@ from typing import Any
 from botocore.exceptions import ClientError
 
 from marvin.actions import ActionError, wait_until
+from marvin.actions.aws import aws_client
+from marvin.actions.clients import client
+from marvin.config import Config, Setting, declare
 
 __all__ = ["create_stack", "stack_name"]
+
+declare(
+    "cloudformation",
+    {
+        "template": Setting(str, "templates/environment.yaml", None, "a file path"),
+        "poll_seconds": Setting(
+            (int, float), 5, lambda v: 0 < v <= 300, "seconds between 0 and 300"
+        ),
+        "timeout": Setting((int, float), 3600, lambda v: v > 0, "seconds > 0"),
+    },
+)
+
+
+@client("cloudformation")
+def _cloudformation(config: Config) -> Any:
+    return aws_client(config, "cloudformation")
+
+
+@client("environment_template")
+def _environment_template(config: Config) -> str:
+    return config.file("cloudformation.template").read_text()
+
 
 _DONE = {"CREATE_COMPLETE"}
 _FAILED = {
