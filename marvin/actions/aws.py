@@ -33,3 +33,28 @@ def aws_client(config: Config, service: str) -> Any:
 @client("rds")
 def _rds(config: Config) -> Any:
     return aws_client(config, "rds")
+
+
+@client("autoscaling")
+def _autoscaling(config: Config) -> Any:
+    return aws_client(config, "autoscaling")
+
+
+@client("ecs")
+def _ecs(config: Config) -> Any:
+    return aws_client(config, "ecs")
+
+
+@client("logs")
+def _logs(config: Config) -> Any:
+    return aws_client(config, "logs")
+
+
+@client("ssm")
+def _ssm(config: Config) -> Any:
+    return aws_client(config, "ssm")
+
+
+@client("ec2")
+def _ec2(config: Config) -> Any:
+    return aws_client(config, "ec2")

@@ -73,7 +73,9 @@ class Context:
         self.command = command
         self.params = dict(params)
         self.message = message
-        self.services = services  # clients and settings from configuration (marvin.actions.clients.Clients)
+        self.services = (
+            services  # clients and settings from configuration (marvin.actions.clients.Clients)
+        )
         self.cancel_event = cancel_event or threading.Event()
         self.log = structlog.get_logger("marvin.command").bind(
             execution_id=execution_id, ref=command.ref, user=message.user.id
