@@ -17,7 +17,7 @@ from typing import Any
 
 import structlog
 
-__all__ = ["Store", "new_execution_id", "TERMINAL", "redact"]
+__all__ = ["Store", "new_execution_id", "TERMINAL"]
 
 log = structlog.get_logger("marvin.audit")
 
@@ -71,10 +71,6 @@ def new_execution_id() -> str:
     return "ex-" + secrets.token_hex(3)
 
 
-def redact(params: Mapping[str, Any], secret_names: frozenset[str] = frozenset()) -> dict:
-    return {k: ("***" if k in secret_names else v) for k, v in params.items()}
-
-
 class Store:
     def __init__(self, path: str | Path) -> None:
         self.path = str(path)
@@ -99,10 +95,6 @@ class Store:
             self._db.executescript("BEGIN;" + MIGRATIONS[n] + ";COMMIT;")
             self._db.execute("DELETE FROM schema_version")
             self._db.execute("INSERT INTO schema_version VALUES (?)", (n + 1,))
-
-    @property
-    def version(self) -> int:
-        return self._db.execute("SELECT version FROM schema_version").fetchone()[0]
 
     def create_execution(
         self,

@@ -9,8 +9,9 @@ Format (the file itself documents it for operators)::
         groups: [platform-admins]   # or `everyone: true`, or `deny: true`
         mfa: true                   # Duo push before it runs
         confirm: true               # ask "are you sure?" first
-        chat: false                 # never from chat: command line only
-        reason: "..."               # optional text for refusals (deny / chat: false)
+        via: [cli]                  # only through these channel kinds (chat, cli, api)
+        chat: false                 # the older spelling of via: [cli]
+        reason: "..."               # optional text for refusals (deny / via)
 
 Precedence: **first match wins**, top to bottom, like a firewall. A rule matches a command when
 one of its globs matches the ref and, if it has ``targets``, every named parameter has a value
@@ -20,8 +21,8 @@ would allow them. So put the narrow rules (production) above the broad ones. No 
 refused. Built-ins (the ``marvin`` family: help, whoami, jobs, cancel, history, status) are
 allowed to everyone identified and cannot be named in the policy.
 
-The command's own flags (``@command(mfa=True, confirm=True, chat=False)``) are a floor: the policy
-can add MFA, confirmation or "not from chat", never remove them.
+The command's own flags (``@command(mfa=True, confirm=True, via=("cli",))``) are a floor: the
+policy can add MFA, confirmation or narrow ``via``, never remove them.
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ from typing import Any
 
 import yaml
 
+from marvin.core.model import VIAS
 from marvin.core.registry import Command
 
 __all__ = ["Policy", "PolicyError", "Rule", "BUILTIN_FAMILY", "is_builtin", "load_policy"]
@@ -42,7 +44,7 @@ __all__ = ["Policy", "PolicyError", "Rule", "BUILTIN_FAMILY", "is_builtin", "loa
 BUILTIN_FAMILY = "marvin"
 _GLOB = re.compile(r"^[a-z0-9_*?\[\]!.-]+$")
 _RULE_KEYS = {"name", "commands", "targets", "groups", "everyone", "deny", "mfa", "confirm", "chat"}
-_RULE_KEYS |= {"reason"}
+_RULE_KEYS |= {"reason", "via"}
 
 
 class PolicyError(ValueError):
@@ -64,7 +66,7 @@ class Rule:
     deny: bool = False
     mfa: bool = False
     confirm: bool = False
-    chat: bool = True
+    via: frozenset[str] = frozenset(VIAS)
     reason: str = ""
 
     @property
@@ -205,10 +207,10 @@ def _rule(path: Path, index: int, raw: Any) -> Rule:
     flags = {}
     for key, default in (("everyone", False), ("deny", False), ("mfa", False), ("confirm", False)):
         flags[key] = raw.get(key, default)
-    flags["chat"] = raw.get("chat", True)
     for key, value in flags.items():
         if not isinstance(value, bool):
             raise err(f"{key}: expected true or false, got {value!r}")
+    flags["via"] = _via(raw, err)
     groups: frozenset[str] = frozenset()
     if "groups" in raw:
         groups = frozenset(g.lower() for g in _globs(raw["groups"], "groups", err))
@@ -218,6 +220,23 @@ def _rule(path: Path, index: int, raw: Any) -> Rule:
     if not isinstance(name, str) or not isinstance(reason, str):
         raise err("name and reason must be text")
     return Rule(index, name, commands, targets, groups, reason=reason, **flags)
+
+
+def _via(raw: Mapping[str, Any], err: Any) -> frozenset[str]:
+    """``via: [cli, api]``, or ``chat: false`` (= ``via: [cli]``); not both."""
+    if "via" in raw and "chat" in raw:
+        raise err("give either via or chat (chat: false is the same as via: [cli])")
+    if "chat" in raw:
+        if not isinstance(raw["chat"], bool):
+            raise err(f"chat: expected true or false, got {raw['chat']!r}")
+        return frozenset(VIAS) if raw["chat"] else frozenset({"cli"})
+    if "via" not in raw:
+        return frozenset(VIAS)
+    kinds = _globs(raw["via"], "via", err)
+    bad = [k for k in kinds if k not in VIAS]
+    if bad:
+        raise err(f"via: {bad[0]!r} is not a channel kind; expected some of {', '.join(VIAS)}")
+    return frozenset(kinds)
 
 
 def _globs(value: Any, key: str, err: Any) -> tuple[str, ...]:
