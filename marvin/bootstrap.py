@@ -6,6 +6,7 @@ import importlib
 from collections.abc import Callable, Iterable
 from typing import Any
 
+from marvin.actions.clients import Clients
 from marvin.config import Config
 from marvin.core.authz import Authorizer
 from marvin.core.loader import load_handlers
@@ -14,7 +15,6 @@ from marvin.core.registry import SPEC_ATTR, CommandTable, TableError
 from marvin.core.vocabulary import lint, load_verbs
 from marvin.runtime.app import Marvin
 from marvin.runtime.jobs import JobSettings
-from marvin.actions.clients import Clients
 from marvin.runtime.store import Store
 from marvin.security import build_authorizer, build_second_factor
 
@@ -22,7 +22,12 @@ __all__ = ["build_table", "build_app", "lint_table"]
 
 
 # Core modules whose ``HANDLERS`` are built-in commands (help, whoami, jobs, history...).
-BUILTIN_MODULES = ("marvin.builtins.help", "marvin.builtins.jobs", "marvin.builtins.audit")
+BUILTIN_MODULES = (
+    "marvin.builtins.help",
+    "marvin.builtins.jobs",
+    "marvin.builtins.audit",
+    "marvin.builtins.undo",
+)
 
 
 def builtin_handlers() -> list[Callable[..., Any]]:

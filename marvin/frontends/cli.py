@@ -65,14 +65,18 @@ def _slack_configured() -> bool:
 def _shell(config, args) -> int:  # noqa: ANN001
     from marvin.bootstrap import build_app
     from marvin.frontends.console import run_console
+    from marvin.runtime import due
     from marvin.runtime.app import local_user
 
     app = build_app(config)
     app.recover(lambda row: print(row["notice"], flush=True))
+    scheduler = due.start(app, lambda row: print(row["notice"], flush=True))  # e.g. maintenance
     install_sigterm(app)
     try:
         return run_console(app, local_user(args.as_email or config.get("shell.user")))
     finally:
+        if scheduler is not None:
+            scheduler.stop()
         app.shutdown(timeout=5)
 
 
@@ -118,10 +122,13 @@ def _run(config, args) -> int:  # noqa: ANN001
     from marvin.core.model import Message
     from marvin.core.params import ParamError
     from marvin.frontends.console import ConsoleResponder
+    from marvin.runtime import due
     from marvin.runtime.app import local_user
 
     app = build_app(config)
     try:
+        # What fell due while no Marvin ran (a maintenance window's end) happens first.
+        due.run_due(app, lambda row: print(row["notice"], file=sys.stderr, flush=True))
         cmd = app.table.get(args.ref)
         if cmd is None:
             close = [c.ref for c in app.table if c.spec.family == args.ref.split(".")[0]]

@@ -100,6 +100,10 @@ def serve(config: Config, args: Any, env: Mapping[str, str] | None = None) -> in
     recover = getattr(app, "recover", None)
     if recover is not None:
         recover(bot.notify_interrupted)
+    # Actions due later (a maintenance window's end), posted in the thread that asked for them.
+    from marvin.runtime import due
+
+    due.start(app, bot.notify_interrupted)
     _on_sigterm(app, bot, health)
     try:
         threading.Event().wait()  # everything runs on other threads; signals end this
