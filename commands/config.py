@@ -6,8 +6,9 @@ from __future__ import annotations
 import json
 
 from marvin import ENVIRONMENT, Text, command
+from marvin.actions import ActionError
 from marvin.actions.consul import is_secret, layout, prefix_of
-from marvin.actions.consul_values import change, encode, restore, show
+from marvin.actions.consul_values import Conflict, change, encode, restore, show
 from marvin.runtime.undo import UndoRecord, undoable
 
 _PATH = r"(?!.*\.\.)(?!.*//)[A-Za-z0-9_][A-Za-z0-9_.\-/]{0,199}"
@@ -59,7 +60,13 @@ def set_value(ctx, key: str, value: str, environment: str) -> str:
     secret = is_secret(config, key)
     path = layout(config, "config", environment=environment, key=key)
     raw = (value if isinstance(value, str) else json.dumps(value)).encode("utf-8")
-    done = change(ctx.services.consul, path, raw, name=key, secret=secret)
+    try:
+        done = change(ctx.services.consul, path, raw, name=key, secret=secret)
+    except Conflict as exc:
+        # Said here in full: a failure's reason has every occurrence of the (secret
+        # parameter) value masked, which would garble the two values it shows.
+        ctx.reply(str(exc))
+        raise ActionError(f"`{key}` was changed by someone else; nothing was written") from None
     text = f"In {environment}, " + done.report(key, secret=secret)
     if done.changed and secret:
         text += " (Secret values are never kept, so this can't be undone.)"

@@ -182,17 +182,16 @@ class ConsulKV:
             ) from None
         except requests.exceptions.Timeout:
             tail = (
-                " The write may or may not have happened; check before retrying."
+                "the write may or may not have happened; check before retrying."
                 if access == "write"
-                else ""
+                else "nothing was changed."
             )
             raise ConsulUnavailable(
-                f"Consul at {self.address} did not answer within {self.timeout:g} s.{tail}"
+                f"Consul at {self.address} did not answer within {self.timeout:g} s; {tail}"
             ) from None
         except requests.exceptions.ConnectionError:
             raise ConsulUnavailable(
-                f"Consul at {self.address} is not reachable"
-                + ("; nothing was written." if access == "write" else ".")
+                f"Consul at {self.address} is not reachable; nothing was changed."
             ) from None
         except consul.ConsulException as exc:
             # py-consul puts "<status> <body>" in the message; the body is Consul's own error

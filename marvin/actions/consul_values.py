@@ -108,8 +108,8 @@ def change(
             f"`{name}` changed while I was writing it: I read "
             f"{show(current, secret=secret, block=False)}, and someone has since written "
             f"{show(None if now is None else now.value, secret=secret, block=False)}. "
-            f"I did not overwrite it with {show(new, secret=secret, block=False)}; "
-            "check and try again."
+            f"I did not overwrite it with {show(new, secret=secret, block=False)}; check "
+            "and try again."
         )
     return Change(key, current, new, changed=True)
 

@@ -153,6 +153,8 @@ def _run(config, args) -> int:  # noqa: ANN001
             Message(text=f"run {cmd.ref}", user=user, responder=responder), cmd, params
         )
         if ex_id is None:
+            for job in app.jobs.live():  # an inline command (undo) may have started one
+                app.wait(job.execution_id)
             return 0 if not responder.failed else 1
         record = app.wait(ex_id)
         return 0 if record and record["state"] == "succeeded" else 1
