@@ -80,6 +80,8 @@ class FakeConsul:
         self._changed = threading.Condition()
         self._interleave: dict[str, bytes | None] = {}
         self._http: ThreadingHTTPServer | None = None
+        self._conns: set[socket.socket] = set()
+        self._conn_lock = threading.Lock()
         self.port = 0
 
     # -- lifecycle ---------------------------------------------------------------------------
@@ -103,11 +105,19 @@ class FakeConsul:
         return self
 
     def stop(self) -> None:
-        """Stop answering (connections are refused), as when the agent is down."""
+        """Stop answering, as when the agent is down: new connections are refused and open
+        keep-alive connections are cut."""
         if self._http is not None:
             self._http.shutdown()
             self._http.server_close()
             self._http = None
+        with self._conn_lock:
+            for conn in self._conns:
+                try:
+                    conn.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass
+            self._conns.clear()
         with self._changed:
             self._changed.notify_all()
 
@@ -207,6 +217,19 @@ class _Handler(BaseHTTPRequestHandler):
 
     def log_message(self, *args: Any) -> None:  # quiet
         pass
+
+    def setup(self) -> None:
+        super().setup()
+        with self.consul._conn_lock:
+            self.consul._conns.add(self.connection)
+
+    def finish(self) -> None:
+        with self.consul._conn_lock:
+            self.consul._conns.discard(self.connection)
+        try:
+            super().finish()
+        except OSError:
+            pass
 
     def do_GET(self) -> None:
         self._serve("GET")
