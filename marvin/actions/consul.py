@@ -69,9 +69,6 @@ declare(
             lambda v: all(isinstance(p, str) and p for p in v),
             "a list of key globs",
         ),
-        "check_seconds": Setting(
-            (int, float), 15, lambda v: 0 < v <= 3600, "seconds from 0 to 3600"
-        ),
     },
 )
 
