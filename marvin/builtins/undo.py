@@ -41,8 +41,8 @@ class _App:
     def command(self, ref: str) -> Command | None:
         return self._app.table.get(ref)
 
-    def may_run(self, user: User, cmd: Command, params: dict[str, Any]) -> bool:
-        return bool(self._app.authorizer.decide(user, cmd, params).allowed)
+    def decide(self, user: User, cmd: Command, params: dict[str, Any]) -> Any:
+        return self._app.authorizer.decide(user, cmd, params)
 
     def audit(self, event: str, **fields: Any) -> None:
         self._app.store.audit(event, **fields)
@@ -66,7 +66,10 @@ def undo_command(ctx: Context, execution: str) -> str | None:
     cmd = app.command(row["ref"]) if row else None
     params = {"undo_of": ex_id, **(row["params"] if row else {})}
     user, msg = ctx.user, ctx.message
-    if row is None or cmd is None or not app.may_run(user, cmd, params):
+    decision = app.decide(user, cmd, params) if cmd is not None else None
+    if row is None or decision is None or not decision.allowed:
+        if decision is not None and row is not None and row["user_id"] == user.id:
+            return decision.reason  # their own execution: the real reason (e.g. CLI only)
         if row is not None:
             app.audit(
                 "refused",
