@@ -22,7 +22,12 @@ __all__ = ["build_table", "build_app", "lint_table", "load_table", "CONSOLE", "C
 
 
 # Core modules whose ``HANDLERS`` are built-in commands (help, whoami, jobs, history...).
-BUILTIN_MODULES = ("marvin.builtins.help", "marvin.builtins.jobs", "marvin.builtins.audit")
+BUILTIN_MODULES = (
+    "marvin.builtins.help",
+    "marvin.builtins.jobs",
+    "marvin.builtins.audit",
+    "marvin.builtins.undo",
+)
 
 
 def builtin_handlers() -> list[Callable[..., Any]]:

@@ -7,9 +7,10 @@ outside the runtime reaches the store, the job manager or the authorizer directl
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any, Protocol
 
+from marvin.core.authz import Decision
 from marvin.core.model import JobView, Message, User
 from marvin.core.registry import Command, CommandTable
 
@@ -28,6 +29,11 @@ class Operations(Protocol):
     def process(self, msg: Message) -> str | None:
         """Handle a message on the calling thread up to the job pool; the execution id."""
 
+    def dispatch(
+        self, msg: Message, cmd: Command, params: Mapping[str, Any], *, confirmed: bool = False
+    ) -> str | None:
+        """Authorise and start ``cmd`` with bound ``params`` (the CLI, ``undo``)."""
+
     def wait(self, execution_id: str, timeout: float | None = None) -> dict[str, Any] | None:
         """Block until an execution ends; its record."""
 
@@ -40,6 +46,8 @@ class Operations(Protocol):
     # -- who and what (built-ins) ---------------------------------------------------------------
     def identify(self, user: User, *, fresh: bool = False) -> User:
         """Resolve through the user's front end, then add directory groups (or raise Refused)."""
+
+    def decide(self, user: User, cmd: Command, params: Mapping[str, Any]) -> Decision: ...
 
     def visible(self, user: User, cmd: Command) -> bool: ...
 
@@ -71,6 +79,11 @@ class Operations(Protocol):
 
     # -- lifecycle (front ends) -----------------------------------------------------------------
     def recover(self, notify: Callable[[dict[str, Any]], None] | None = None) -> list[dict]: ...
+
+    def start(self, notify: Callable[[dict[str, Any]], None] | None = None) -> list[dict]:
+        """``recover``, then run actions due later on Marvin's own thread."""
+
+    def run_due(self, notify: Callable[[dict[str, Any]], None] | None = None) -> None: ...
 
     def drain(self, grace: float | None = None) -> list[str]: ...
 

@@ -66,7 +66,7 @@ def _shell(config, args) -> int:  # noqa: ANN001
     from marvin.runtime.app import local_user
 
     app = build_app(config)
-    app.recover(lambda row: print(row["notice"], flush=True))
+    app.start(lambda row: print(row["notice"], flush=True))  # restarts, maintenance ends
     install_sigterm(app)
     try:
         return run_console(app, local_user(args.as_email or config.get("shell.user")))
@@ -84,6 +84,8 @@ def _run(config, args) -> int:  # noqa: ANN001
 
     app = build_app(config)
     try:
+        # What fell due while no Marvin ran (a maintenance window's end) happens first.
+        app.run_due(lambda row: print(row["notice"], file=sys.stderr, flush=True))
         cmd = app.table.get(args.ref)
         if cmd is None:
             close = [c.ref for c in app.table if c.spec.family == args.ref.split(".")[0]]
@@ -108,6 +110,8 @@ def _run(config, args) -> int:  # noqa: ANN001
             Message(text=f"run {cmd.ref}", user=user, responder=responder), cmd, params
         )
         if ex_id is None:
+            for job in app.live():  # an inline command (undo) may have started one
+                app.wait(job.execution_id)
             return 0 if not responder.failed else 1
         record = app.wait(ex_id)
         return 0 if record and record["state"] == "succeeded" else 1

@@ -17,13 +17,20 @@ from typing import Any
 
 import structlog
 
-from marvin.core.authz import Authorizer, FrontEnd, FrontEnds, LocalAuthorizer, Refused
+from marvin.core.authz import (
+    Authorizer,
+    Decision,
+    FrontEnd,
+    FrontEnds,
+    LocalAuthorizer,
+    Refused,
+)
 from marvin.core.facade import Cancel
 from marvin.core.matcher import Ambiguous, Invalid, Matched, Matcher, Unknown
 from marvin.core.model import JobView, Message, User
 from marvin.core.normalize import normalize
 from marvin.core.registry import Command, CommandTable
-from marvin.runtime import control, execution
+from marvin.runtime import control, due, execution
 from marvin.runtime.audit import Attempt, Recorder
 from marvin.runtime.jobs import BUSY, RESTARTING, Job, JobManager, JobPool, JobSettings, PoolFull
 from marvin.runtime.locks import lock_key
@@ -71,6 +78,7 @@ class Marvin:
         self.rt = Runtime(store, jobs, Recorder(store), services, process_identity(os.getpid()))
         self.intake = JobPool(intake_workers, 4 * self.settings.queue, name="marvin-intake")
         self.notifier = JobPool(1, 256, name="marvin-notify")
+        self._due: due.DueScheduler | None = None
 
     # The runtime's parts, for bootstrap, tests and benchmarks (front ends and built-ins use
     # the Operations methods below instead).
@@ -164,6 +172,9 @@ class Marvin:
 
     # -- reads for the built-ins ----------------------------------------------------------------
 
+    def decide(self, user: User, cmd: Command, params: Mapping[str, Any]) -> Decision:
+        return self.authorizer.decide(user, cmd, params)
+
     def visible(self, user: User, cmd: Command) -> bool:
         return self.authorizer.visible(user, cmd)
 
@@ -231,9 +242,23 @@ class Marvin:
         """Mark executions of a dead process interrupted and tell requesters (control)."""
         return control.recover(self.rt, notify)
 
+    def start(self, notify: Callable[[dict[str, Any]], None] | None = None) -> list[dict]:
+        """For long-running front ends: ``recover``, then run actions due later (a maintenance
+        window's end) on their own thread, telling requesters through ``notify``."""
+        rows = self.recover(notify)
+        if self._due is None:
+            self._due = due.start(self.rt, notify)
+        return rows
+
+    def run_due(self, notify: Callable[[dict[str, Any]], None] | None = None) -> None:
+        """Once, now: what fell due while no Marvin ran (``marvin run``)."""
+        due.run_due(self.rt, notify)
+
     def shutdown(self, timeout: float | None = None) -> None:
         """Stop: what is still queued or running after ``timeout`` is recorded interrupted."""
         jobs = self.rt.jobs
+        if self._due is not None:
+            self._due.stop()
         if jobs.live():
             self.drain(5.0 if timeout is None else timeout)
         else:

@@ -158,6 +158,12 @@ class Context:
         if self.cancel_event.wait(seconds):
             raise Cancelled(self.execution_id)
 
+    def record_undo(self, **data: Any) -> None:
+        """Record how to undo this execution (hook; the mechanism is marvin.runtime.undo)."""
+        from marvin.runtime.undo import record_undo
+
+        record_undo(self, **data)
+
 
 def run(rt: Runtime, job: Job) -> None:
     """Run one accepted execution on the current (job) thread and report the outcome. Every

@@ -64,6 +64,33 @@ MIGRATIONS: list[str] = [
     """
     ALTER TABLE executions ADD COLUMN owner TEXT;
     """,
+    # 3: undo records (marvin.runtime.undo) and actions due later (marvin.runtime.due).
+    """
+    CREATE TABLE undo (
+        execution_id TEXT PRIMARY KEY,
+        ref TEXT NOT NULL,
+        target TEXT NOT NULL,
+        before TEXT NOT NULL,
+        after TEXT NOT NULL,
+        summary TEXT,
+        created_at REAL NOT NULL,
+        undone_by TEXT,
+        undone_at REAL
+    );
+    CREATE TABLE due (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        kind TEXT NOT NULL,
+        payload TEXT NOT NULL,
+        due_at REAL NOT NULL,
+        execution_id TEXT,
+        state TEXT NOT NULL,
+        claimed_by TEXT,
+        created_at REAL NOT NULL,
+        finished_at REAL,
+        outcome TEXT
+    );
+    CREATE INDEX due_pending ON due(state, due_at);
+    """,
 ]
 
 

@@ -100,7 +100,9 @@ def serve(config: Config, args: Any, env: Mapping[str, str] | None = None) -> in
         api_url=api_url,
         socket=bot.connected(),  # if False, the supervisor keeps retrying with backoff
     )
-    app.recover(bot.notify_interrupted)
+    # Interrupted executions, and actions due later (a maintenance window's end), are told in
+    # the thread that asked for them.
+    app.start(bot.notify_interrupted)
     install_sigterm(app, after=lambda: _close(bot, health))
     try:
         threading.Event().wait()  # everything runs on other threads; signals end this
