@@ -6,6 +6,7 @@ import importlib
 from collections.abc import Callable, Iterable
 from typing import Any
 
+from marvin.actions.clients import Clients
 from marvin.config import Config
 from marvin.core.authz import Authorizer
 from marvin.core.loader import load_handlers
@@ -13,8 +14,8 @@ from marvin.core.matcher import Matcher
 from marvin.core.registry import SPEC_ATTR, CommandTable, TableError
 from marvin.core.vocabulary import lint, load_verbs
 from marvin.runtime.app import Marvin
+from marvin.runtime.checks import validate as validate_checks
 from marvin.runtime.jobs import JobSettings
-from marvin.actions.clients import Clients
 from marvin.runtime.store import Store
 from marvin.security import build_authorizer, build_second_factor
 
@@ -45,6 +46,7 @@ def build_table(handlers: Iterable[Callable[..., Any]]) -> CommandTable:
                 )
     table = CommandTable.build([*builtin_handlers(), *handlers])
     Matcher(table).check_examples()
+    validate_checks(table)  # each command's out-of-band checks exist (marvin/runtime/checks.py)
     return table
 
 

@@ -24,6 +24,7 @@ import structlog
 
 from marvin.core.model import Message, Reply, User
 from marvin.core.registry import Command
+from marvin.runtime import checks
 
 if TYPE_CHECKING:
     from marvin.runtime.jobs import Job, Scheduler, Timer
@@ -199,6 +200,10 @@ def _run(app: Any, job: Job) -> None:
     if job.timeout > 0:
         watch = app.jobs.scheduler.call_later(job.timeout, lambda: _time_out(app, job))
     try:
+        # Out-of-band checks (marvin/runtime/checks.py), just before the handler: after any
+        # confirmation or second factor. On a refusal the outcome is recorded already.
+        if not checks.passed(app, job, ctx):
+            return
         if cmd.spec.ack:
             msg.responder.say(render(cmd.spec.ack, params, ex_id))
         value = cmd.handler(ctx, **params)

@@ -10,6 +10,7 @@ Format (the file itself documents it for operators)::
         mfa: true                   # Duo push before it runs
         confirm: true               # ask "are you sure?" first
         chat: false                 # never from chat: command line only
+        checks: [ga_repository]     # out-of-band checks before it runs (marvin.core.checks)
         reason: "..."               # optional text for refusals (deny / chat: false)
 
 Precedence: **first match wins**, top to bottom, like a firewall. A rule matches a command when
@@ -35,6 +36,7 @@ from typing import Any
 
 import yaml
 
+from marvin.core.checks import problems as check_problems
 from marvin.core.registry import Command
 
 __all__ = ["Policy", "PolicyError", "Rule", "BUILTIN_FAMILY", "is_builtin", "load_policy"]
@@ -42,7 +44,7 @@ __all__ = ["Policy", "PolicyError", "Rule", "BUILTIN_FAMILY", "is_builtin", "loa
 BUILTIN_FAMILY = "marvin"
 _GLOB = re.compile(r"^[a-z0-9_*?\[\]!.-]+$")
 _RULE_KEYS = {"name", "commands", "targets", "groups", "everyone", "deny", "mfa", "confirm", "chat"}
-_RULE_KEYS |= {"reason"}
+_RULE_KEYS |= {"reason", "checks"}
 
 
 class PolicyError(ValueError):
@@ -66,6 +68,7 @@ class Rule:
     confirm: bool = False
     chat: bool = True
     reason: str = ""
+    checks: tuple[str, ...] = ()  # run before the command, after the command's own checks
 
     @property
     def label(self) -> str:
@@ -159,6 +162,8 @@ class Policy:
                 problems.append(
                     f"{rule.label} can never match: rules above it match all its commands first"
                 )
+            for c in covered:  # each named check must exist and fit every covered command
+                problems += check_problems(f"{rule.label} ({c.ref})", rule.checks, c.params)
         if problems:
             raise PolicyError(f"{self.path}: " + f"\n{self.path}: ".join(problems))
 
@@ -217,7 +222,8 @@ def _rule(path: Path, index: int, raw: Any) -> Rule:
     name, reason = raw.get("name", ""), raw.get("reason", "")
     if not isinstance(name, str) or not isinstance(reason, str):
         raise err("name and reason must be text")
-    return Rule(index, name, commands, targets, groups, reason=reason, **flags)
+    checks = _globs(raw["checks"], "checks", err) if "checks" in raw else ()
+    return Rule(index, name, commands, targets, groups, reason=reason, checks=checks, **flags)
 
 
 def _globs(value: Any, key: str, err: Any) -> tuple[str, ...]:
