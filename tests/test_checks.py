@@ -7,9 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from marvin import command
+from marvin import Verdict, check, command
 from marvin.bootstrap import build_table
-from marvin.core.checks import Verdict, check
 from marvin.core.registry import TableError
 from marvin.security.authorizer import PolicyAuthorizer
 from marvin.security.policy import PolicyError, load_policy
