@@ -215,3 +215,14 @@ def test_policy_naming_an_unknown_check_is_refused(tmp_path: Path) -> None:
     path.write_text(POLICY.replace("[t_window]", "t_window\n    extra: 1"))
     with pytest.raises(PolicyError, match="unknown key"):
         load_policy(path)
+
+
+def test_unknown_check_at_run_time_fails_closed(marvin_bot, tmp_path: Path) -> None:  # noqa: ANN001
+    # The test harness binds the policy leniently (warnings only): the run itself must refuse.
+    path = tmp_path / "rbac.yaml"
+    path.write_text(POLICY.replace("prod*", "demo").replace("[t_window]", "[t_gone]"))
+    directory = Groups({"tester@example.com": ["ops"]})
+    bot = marvin_bot(*HANDLERS, authorizer=PolicyAuthorizer(load_policy(path), directory))
+    r = bot.send("plain demo")
+    assert RAN == [] and bot.app.store.get(r.execution_id)["state"] == "refused"
+    assert "the check 't_gone' is not loaded" in r.said[-1]
