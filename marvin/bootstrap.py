@@ -14,6 +14,7 @@ from marvin.core.matcher import Matcher
 from marvin.core.registry import SPEC_ATTR, CommandTable, TableError
 from marvin.core.vocabulary import lint, load_verbs
 from marvin.runtime.app import Marvin
+from marvin.runtime.checks import validate as validate_checks
 from marvin.runtime.jobs import JobSettings
 from marvin.runtime.store import Store
 from marvin.security import build_authorizer, build_second_factor
@@ -50,6 +51,7 @@ def build_table(handlers: Iterable[Callable[..., Any]]) -> CommandTable:
                 )
     table = CommandTable.build([*builtin_handlers(), *handlers])
     Matcher(table).check_examples()
+    validate_checks(table)  # each command's out-of-band checks exist (marvin/runtime/checks.py)
     return table
 
 

@@ -48,6 +48,7 @@ class Decision:
     reason: str = ""
     mfa: bool = False
     confirm: bool = False
+    checks: tuple[str, ...] = ()  # the deciding rule's out-of-band checks
 
 
 IdentityResolver = Callable[[User], User]

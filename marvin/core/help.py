@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
+from marvin.core.checks import lookup
 from marvin.core.grammar import usage
 from marvin.core.model import Reply
 from marvin.core.registry import Command
@@ -64,6 +65,11 @@ def detail(cmd: Command) -> Reply:
         flags.append(f"one at a time per `{spec.lock}`")
     if flags:
         lines.append("Notes: " + "; ".join(flags) + ".")
+    if spec.checks:  # out-of-band checks (marvin.core.checks), verified before it runs
+        lines.append("Checked before it runs:")
+        for name in spec.checks:
+            found = lookup(name)
+            lines.append(f"• `{name}`: {found[0].description if found else 'not loaded'}")
     lines.append("Examples:")
     lines += [f"• `{e}`" for e in spec.examples]
     lines.append(

@@ -50,6 +50,7 @@ class CommandSpec:
     ack: str | None = None
     result: str | None = None
     inline: bool = False
+    checks: tuple[str, ...] = ()  # out-of-band checks run before the handler (marvin.core.checks)
 
     @property
     def family(self) -> str:
@@ -95,6 +96,8 @@ def command(
     unknown = set(flags) - {f.name for f in CommandSpec.__dataclass_fields__.values()}
     if unknown or {"ref", "formats", "description", "examples", "params"} & set(flags):
         raise TableError(f"{ref}: unknown option(s) {', '.join(sorted(unknown))}")
+    if isinstance(flags.get("checks"), (list, tuple)):
+        flags["checks"] = tuple(flags["checks"])  # frozen, like the rest of the spec
     spec = CommandSpec(
         ref=ref,
         formats=tuple(formats),

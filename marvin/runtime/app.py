@@ -151,7 +151,7 @@ class Marvin:
                 lambda ok: started.append(self._confirmed(ok, msg, cmd, params, attempt)),
             )
             return started[0] if started else None
-        return self._start(msg, cmd, params, decision.mfa, attempt)
+        return self._start(msg, cmd, params, decision, attempt)
 
     def identify(self, user: User, *, fresh: bool = False) -> User:
         """The front end's resolver (an unregistered front end is refused), then groups."""
@@ -323,7 +323,7 @@ class Marvin:
         msg: Message,
         cmd: Command,
         params: Mapping[str, Any],
-        mfa: bool,
+        decision: Decision,
         attempt: Attempt,
     ) -> str | None:
         rt, user = self.rt, msg.user
@@ -345,7 +345,8 @@ class Marvin:
             msg,
             attempt.params or {},
             timeout=float(cmd.spec.timeout or self.settings.default_timeout),
-            mfa=mfa,
+            mfa=decision.mfa,
+            checks=tuple(dict.fromkeys([*cmd.spec.checks, *decision.checks])),
             lock=lock_key(
                 cmd.spec.lock,
                 cmd.spec.family,

@@ -25,6 +25,7 @@ import structlog
 from marvin.core.facade import Operations
 from marvin.core.model import Message, Reply, User
 from marvin.core.registry import Command
+from marvin.runtime import checks
 
 if TYPE_CHECKING:
     from marvin.runtime.app import Runtime
@@ -208,6 +209,10 @@ def _execute(rt: Runtime, job: Job) -> None:
     if job.timeout > 0:
         watch = rt.jobs.scheduler.call_later(job.timeout, lambda: _time_out(rt, job))
     try:
+        # Out-of-band checks (marvin/runtime/checks.py), just before the handler: after any
+        # confirmation or second factor. On a refusal the outcome is recorded already.
+        if not checks.passed(rt, job, ctx):
+            return
         if cmd.spec.ack:
             msg.responder.say(render(cmd.spec.ack, params, ex_id))
         value = cmd.handler(ctx, **params)
@@ -218,7 +223,7 @@ def _execute(rt: Runtime, job: Job) -> None:
             finish(rt, job, "cancelled", cancelled_text(job, started=True), "cancelled")
         else:
             ctx.log.exception("execution failed")
-            reason = _without_secrets(f"{type(exc).__name__}: {exc}", cmd, params)[:500]
+            reason = without_secrets(f"{type(exc).__name__}: {exc}", cmd, params)[:500]
             finish(rt, job, "failed", f"`{cmd.ref}` failed (`{ex_id}`): {reason}", reason)
         return
     finally:
@@ -304,7 +309,7 @@ def _abandon(rt: Runtime, job: Job) -> None:
     finish(rt, job, "timed_out", text, reason, abandon=True)
 
 
-def _without_secrets(text: str, cmd: Command, params: Mapping[str, Any]) -> str:
+def without_secrets(text: str, cmd: Command, params: Mapping[str, Any]) -> str:
     """An exception may quote its arguments; a secret parameter's value must not reach chat,
     the store or the audit that way."""
     for name, ptype in cmd.params.items():

@@ -87,6 +87,7 @@ class Job:
     shown: Mapping[str, Any]  # parameters with secrets redacted, for listings
     timeout: float
     mfa: bool = False
+    checks: tuple[str, ...] = ()  # out-of-band checks to pass before the handler runs
     lock: LockKey | None = None
     created: float = field(default_factory=time.time)
     state: str = "queued"  # queued | waiting (for its lock) | running | abandoned

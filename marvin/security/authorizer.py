@@ -78,7 +78,10 @@ class PolicyAuthorizer:
                 decision = replace(decision, reason=f"{rule.reason} {decision.reason}")
         else:
             decision = Decision(
-                True, mfa=rule.mfa or cmd.spec.mfa, confirm=rule.confirm or cmd.spec.confirm
+                True,
+                mfa=rule.mfa or cmd.spec.mfa,
+                confirm=rule.confirm or cmd.spec.confirm,
+                checks=rule.checks,
             )
             if cmd.spec.inline and (decision.mfa or decision.confirm):
                 # Inline commands skip the confirm and MFA steps: refuse rather than run unchecked.

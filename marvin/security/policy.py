@@ -11,6 +11,7 @@ Format (the file itself documents it for operators)::
         confirm: true               # ask "are you sure?" first
         via: [cli]                  # only through these channel kinds (chat, cli, api)
         chat: false                 # the older spelling of via: [cli]
+        checks: [ga_repository]     # out-of-band checks before it runs (marvin.core.checks)
         reason: "..."               # optional text for refusals (deny / via)
 
 Precedence: **first match wins**, top to bottom, like a firewall. A rule matches a command when
@@ -36,6 +37,7 @@ from typing import Any
 
 import yaml
 
+from marvin.core.checks import problems as check_problems
 from marvin.core.model import VIAS
 from marvin.core.registry import Command
 
@@ -44,7 +46,7 @@ __all__ = ["Policy", "PolicyError", "Rule", "BUILTIN_FAMILY", "is_builtin", "loa
 BUILTIN_FAMILY = "marvin"
 _GLOB = re.compile(r"^[a-z0-9_*?\[\]!.-]+$")
 _RULE_KEYS = {"name", "commands", "targets", "groups", "everyone", "deny", "mfa", "confirm", "chat"}
-_RULE_KEYS |= {"reason", "via"}
+_RULE_KEYS |= {"reason", "via", "checks"}
 
 
 class PolicyError(ValueError):
@@ -68,6 +70,7 @@ class Rule:
     confirm: bool = False
     via: frozenset[str] = frozenset(VIAS)
     reason: str = ""
+    checks: tuple[str, ...] = ()  # run before the command, after the command's own checks
 
     @property
     def label(self) -> str:
@@ -161,6 +164,8 @@ class Policy:
                 problems.append(
                     f"{rule.label} can never match: rules above it match all its commands first"
                 )
+            for c in covered:  # each named check must exist and fit every covered command
+                problems += check_problems(f"{rule.label} ({c.ref})", rule.checks, c.params)
         if problems:
             raise PolicyError(f"{self.path}: " + f"\n{self.path}: ".join(problems))
 
@@ -219,7 +224,8 @@ def _rule(path: Path, index: int, raw: Any) -> Rule:
     name, reason = raw.get("name", ""), raw.get("reason", "")
     if not isinstance(name, str) or not isinstance(reason, str):
         raise err("name and reason must be text")
-    return Rule(index, name, commands, targets, groups, reason=reason, **flags)
+    checks = _globs(raw["checks"], "checks", err) if "checks" in raw else ()
+    return Rule(index, name, commands, targets, groups, reason=reason, checks=checks, **flags)
 
 
 def _via(raw: Mapping[str, Any], err: Any) -> frozenset[str]:
