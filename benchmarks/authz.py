@@ -55,16 +55,16 @@ rules:
 
 
 @command("bench.deploy", "deploy {{ environment }}", description="b", examples=["deploy x1"])
-def deploy(ctx, environment):  # noqa: ANN001, ANN201
+def deploy(ctx, environment):
     return None
 
 
 @command("bench.status", "bench status", description="b", examples=["bench status"])
-def status(ctx):  # noqa: ANN001, ANN201
+def status(ctx):
     return None
 
 
-def run(authz: PolicyAuthorizer, table, users: list[User], rng: random.Random) -> list[float]:  # noqa: ANN001
+def run(authz: PolicyAuthorizer, table, users: list[User], rng: random.Random) -> list[float]:
     cmds = [table["bench.deploy"], table["bench.status"]]
     times = []
     for _ in range(COMMANDS):
@@ -81,7 +81,7 @@ def run(authz: PolicyAuthorizer, table, users: list[User], rng: random.Random) -
 
 def main() -> None:
     # As `marvin serve` logs (JSON at info), written nowhere: the cost counts, the noise not.
-    setup_logging(json=True, level="info", stream=open(os.devnull, "w"))  # noqa: SIM115
+    setup_logging(json=True, level="info", stream=open(os.devnull, "w"))
     work = Path(tempfile.mkdtemp(prefix="authz-bench-"))
     slapd = Slapd(work / "slapd")
     slapd.start()
@@ -110,7 +110,7 @@ def main() -> None:
             authz = PolicyAuthorizer(
                 load_policy(work / "rbac.yaml"), directory, slack_identity=identity
             )
-            authz.bind(table)
+            authz.check_table(table)
             rng = random.Random(4)
             cold = run(authz, table, users, rng)
             cold_searches = directory.searches

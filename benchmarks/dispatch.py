@@ -64,7 +64,7 @@ def make_table(n: int) -> tuple[CommandTable, list[str]]:
                 )
                 ex = f"{verb} {family} {obj} named demo01"
 
-                def handler(ctx, name, size=None, region="us-east-1"):  # noqa: ANN001, ANN202
+                def handler(ctx, name, size=None, region="us-east-1"):
                     return None
 
                 handler.__module__ = "bench"

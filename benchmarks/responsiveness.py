@@ -35,7 +35,7 @@ BACKEND_SECONDS = 5.0
 
 
 class SlowBackend(BaseHTTPRequestHandler):
-    def do_GET(self) -> None:  # noqa: N802 (http.server's naming)
+    def do_GET(self) -> None:  # http.server's naming
         time.sleep(BACKEND_SECONDS)
         body = b"ok"
         self.send_response(200)

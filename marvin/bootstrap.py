@@ -92,7 +92,7 @@ def build_app(
     authorizer = authorizer or build_authorizer(config)
     # The policy must name only commands that exist (checked strictly for the deployed
     # table; a test harness table only gets warnings, and unmatched commands are refused).
-    authorizer.bind(table, strict=deployed)
+    authorizer.check_table(table, strict=deployed)
     app = Marvin(
         table,
         store=Store(config.file("state.sqlite")),

@@ -11,7 +11,7 @@ In ``tests/conftest.py``: ``pytest_plugins = ["marvin.testing"]``. Then::
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import ModuleType
@@ -166,7 +166,7 @@ def make_bot(
 
 
 @pytest.fixture
-def marvin_bot(tmp_path: Path):  # type: ignore[no-untyped-def]
+def marvin_bot(tmp_path: Path) -> Iterator[Callable[..., Bot]]:
     """Factory: ``marvin_bot(module_or_function, ..., user=email, authorizer=None)``."""
     bots: list[Bot] = []
 

@@ -18,7 +18,7 @@ RAN: list[tuple[str, str]] = []  # (what, environment) in the order things ran
 
 
 @check("t_window", description="only environments outside a change freeze")
-def t_window(ctx, environment: str) -> Verdict:  # noqa: ANN001
+def t_window(ctx, environment: str) -> Verdict:
     RAN.append(("check", environment))
     if environment == "frozen":
         return Verdict.refuse("frozen is in a change freeze")
@@ -26,55 +26,55 @@ def t_window(ctx, environment: str) -> Verdict:  # noqa: ANN001
 
 
 @check("t_broken", description="a check whose backend fails")
-def t_broken(ctx, environment: str) -> Verdict:  # noqa: ANN001
+def t_broken(ctx, environment: str) -> Verdict:
     raise RuntimeError(f"backend exploded for {environment}")
 
 
 @check("t_sloppy", description="a check that forgets to answer")
-def t_sloppy(ctx) -> bool:  # noqa: ANN001
+def t_sloppy(ctx) -> bool:
     return True
 
 
 @check("t_slow", description="a check that takes its time")
-def t_slow(ctx) -> Verdict:  # noqa: ANN001
+def t_slow(ctx) -> Verdict:
     ctx.sleep(10)
     return Verdict.ok("slow but fine")
 
 
 @command("test.change", "change {{ environment }}", description="Changes", examples=["change x"],
          checks=["t_window"])  # fmt: skip
-def change(ctx, environment):  # noqa: ANN001, ANN201
+def change(ctx, environment):
     RAN.append(("handler", environment))
     return f"changed {environment}"
 
 
 @command("test.fragile", "fragile {{ environment }}", description="Two checks",
          examples=["fragile x"], checks=["t_window", "t_broken"])  # fmt: skip
-def fragile(ctx, environment):  # noqa: ANN001, ANN201
+def fragile(ctx, environment):
     RAN.append(("handler", environment))
 
 
 @command("test.sloppy", "sloppy", description="Bad check", examples=["sloppy"],
          checks=["t_sloppy"])  # fmt: skip
-def sloppy(ctx):  # noqa: ANN001, ANN201
+def sloppy(ctx):
     RAN.append(("handler", "sloppy"))
 
 
 @command("test.asked", "asked {{ environment }}", description="Confirms", examples=["asked x"],
          checks=["t_window"], confirm=True)  # fmt: skip
-def asked(ctx, environment):  # noqa: ANN001, ANN201
+def asked(ctx, environment):
     RAN.append(("handler", environment))
 
 
 @command("test.slow", "slowcheck", description="Slow check", examples=["slowcheck"],
          checks=["t_slow"], timeout=0.5)  # fmt: skip
-def slow(ctx):  # noqa: ANN001, ANN201
+def slow(ctx):
     RAN.append(("handler", "slow"))
 
 
 @command("test.plain", "plain {{ environment }}", description="No checks of its own",
          examples=["plain x"])  # fmt: skip
-def plain(ctx, environment):  # noqa: ANN001, ANN201
+def plain(ctx, environment):
     RAN.append(("handler", environment))
     return "plain done"
 
@@ -87,11 +87,11 @@ def _clear() -> None:
     RAN.clear()
 
 
-def events(bot, ex_id: str) -> list[tuple[str, str]]:  # noqa: ANN001
+def events(bot, ex_id: str) -> list[tuple[str, str]]:
     return [(r["event"], r["detail"] or "") for r in bot.app.store.audit_rows(ex_id)]
 
 
-def test_passing_check_reports_evidence_then_runs(marvin_bot) -> None:  # noqa: ANN001
+def test_passing_check_reports_evidence_then_runs(marvin_bot) -> None:
     bot = marvin_bot(*HANDLERS)
     r = bot.send("change demo")
     assert r.reactions == ["accepted", "succeeded"], r.text
@@ -102,7 +102,7 @@ def test_passing_check_reports_evidence_then_runs(marvin_bot) -> None:  # noqa: 
     assert ("check_passed", "t_window: window open: demo") in events(bot, r.execution_id)
 
 
-def test_refusing_check_stops_before_the_handler(marvin_bot) -> None:  # noqa: ANN001
+def test_refusing_check_stops_before_the_handler(marvin_bot) -> None:
     bot = marvin_bot(*HANDLERS)
     r = bot.send("change frozen")
     assert RAN == [("check", "frozen")]
@@ -116,7 +116,7 @@ def test_refusing_check_stops_before_the_handler(marvin_bot) -> None:  # noqa: A
     assert "succeeded" not in [e for e, _ in events(bot, r.execution_id)]
 
 
-def test_erroring_check_fails_closed(marvin_bot) -> None:  # noqa: ANN001
+def test_erroring_check_fails_closed(marvin_bot) -> None:
     bot = marvin_bot(*HANDLERS)
     r = bot.send("fragile demo")
     assert RAN == [("check", "demo")]  # the handler never ran
@@ -126,14 +126,14 @@ def test_erroring_check_fails_closed(marvin_bot) -> None:  # noqa: ANN001
     assert got.count("check_passed") == 1 and got.count("check_refused") == 1
 
 
-def test_check_without_a_verdict_fails_closed(marvin_bot) -> None:  # noqa: ANN001
+def test_check_without_a_verdict_fails_closed(marvin_bot) -> None:
     bot = marvin_bot(*HANDLERS)
     r = bot.send("sloppy")
     assert RAN == [] and bot.app.store.get(r.execution_id)["state"] == "refused"
     assert "gave no verdict" in r.said[-1]
 
 
-def test_checks_run_after_the_confirmation(marvin_bot) -> None:  # noqa: ANN001
+def test_checks_run_after_the_confirmation(marvin_bot) -> None:
     bot = marvin_bot(*HANDLERS)
     declined = bot.send("asked demo", confirm=False)
     assert declined.prompts and RAN == []  # asked, refused: nothing checked, nothing run
@@ -142,14 +142,14 @@ def test_checks_run_after_the_confirmation(marvin_bot) -> None:  # noqa: ANN001
     assert bot.app.store.get(confirmed.execution_id)["state"] == "refused"
 
 
-def test_a_slow_check_is_under_the_command_timeout(marvin_bot) -> None:  # noqa: ANN001
+def test_a_slow_check_is_under_the_command_timeout(marvin_bot) -> None:
     bot = marvin_bot(*HANDLERS)
     r = bot.send("slowcheck", timeout=10)
     assert bot.app.store.get(r.execution_id)["state"] == "timed_out"
     assert RAN == []
 
 
-def test_help_lists_a_commands_checks(marvin_bot) -> None:  # noqa: ANN001
+def test_help_lists_a_commands_checks(marvin_bot) -> None:
     bot = marvin_bot(*HANDLERS)
     text = bot.send("help test.fragile").text
     assert "Checked before it runs:" in text
@@ -160,14 +160,14 @@ def test_help_lists_a_commands_checks(marvin_bot) -> None:  # noqa: ANN001
 
 def test_unknown_or_unfitting_checks_are_startup_errors() -> None:
     @command("test.typo", "typo", description="x", examples=["typo"], checks=["t_windw"])
-    def typo(ctx):  # noqa: ANN001, ANN202
+    def typo(ctx):
         return None
 
     with pytest.raises(TableError, match="no check named 't_windw'"):
         build_table([typo])
 
     @command("test.noenv", "noenv", description="x", examples=["noenv"], checks=["t_window"])
-    def noenv(ctx):  # noqa: ANN001, ANN202
+    def noenv(ctx):
         return None
 
     with pytest.raises(TableError, match="'t_window' reads environment"):
@@ -178,7 +178,7 @@ def test_two_functions_cannot_share_a_check_name() -> None:
     with pytest.raises(ValueError, match="already defined"):
 
         @check("t_window", description="an impostor")
-        def impostor(ctx) -> Verdict:  # noqa: ANN001
+        def impostor(ctx) -> Verdict:
             return Verdict.ok("trust me")
 
 
@@ -193,7 +193,7 @@ rules:
 """
 
 
-def test_policy_rule_names_checks(marvin_bot, tmp_path: Path) -> None:  # noqa: ANN001
+def test_policy_rule_names_checks(marvin_bot, tmp_path: Path) -> None:
     path = tmp_path / "rbac.yaml"
     path.write_text(POLICY.replace("prod*", "frozen"))
     directory = Groups({"tester@example.com": ["ops"]})
@@ -217,7 +217,7 @@ def test_policy_naming_an_unknown_check_is_refused(tmp_path: Path) -> None:
         load_policy(path)
 
 
-def test_unknown_check_at_run_time_fails_closed(marvin_bot, tmp_path: Path) -> None:  # noqa: ANN001
+def test_unknown_check_at_run_time_fails_closed(marvin_bot, tmp_path: Path) -> None:
     # The test harness binds the policy leniently (warnings only): the run itself must refuse.
     path = tmp_path / "rbac.yaml"
     path.write_text(POLICY.replace("prod*", "demo").replace("[t_window]", "[t_gone]"))

@@ -31,7 +31,7 @@ class FakeCtx:
             raise Cancelled("ex-000000")
 
 
-def _client():  # noqa: ANN202
+def _client():
     return boto3.client(
         "cloudformation", region_name="us-east-1", aws_access_key_id="x", aws_secret_access_key="x"
     )
@@ -62,7 +62,7 @@ def _resources(done: int, total: int) -> dict:
     }
 
 
-def _create(ctx: FakeCtx, client) -> dict:  # noqa: ANN001
+def _create(ctx: FakeCtx, client) -> dict:
     return create_stack(
         ctx,
         client,

@@ -57,8 +57,8 @@ def test_missing_config_file(tmp_path: Path) -> None:
         load_config(tmp_path / "nope.yaml", env={})
 
 
-def _cmd(ref: str, fmt: str, example: str):  # noqa: ANN202
-    def handler(ctx, environment):  # noqa: ANN001, ANN202
+def _cmd(ref: str, fmt: str, example: str):
+    def handler(ctx, environment):
         return None
 
     handler.__module__ = "lintcase"
@@ -92,7 +92,7 @@ def test_lint_shapes_and_verbs() -> None:
     assert "starts with 'make', which is not a verb" in problem
 
 
-def _run(*args: str, env: dict | None = None, stdin: str | None = None):  # noqa: ANN202
+def _run(*args: str, env: dict | None = None, stdin: str | None = None):
     return subprocess.run(
         [sys.executable, "-m", "marvin", *args],
         capture_output=True,

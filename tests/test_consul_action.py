@@ -31,7 +31,7 @@ pytestmark = pytest.mark.timeout(30)
 
 
 @pytest.fixture
-def fake():  # noqa: ANN201
+def fake():
     with FakeConsul.start() as f:
         yield f
 

@@ -27,7 +27,7 @@ COMMANDS = (commands.config, commands.feature, commands.maintenance)
 
 
 @pytest.fixture
-def bot(marvin_bot, fake_consul: FakeConsul) -> Bot:  # noqa: ANN001, F811
+def bot(marvin_bot, fake_consul: FakeConsul) -> Bot:  # noqa: F811
     return marvin_bot(*COMMANDS, user="alice@example.com")
 
 
@@ -35,7 +35,7 @@ def undos_of(bot: Bot, original: str) -> list[dict]:
     return [r for r in bot.app.store.recent(None, 100) if r["params"].get("undo_of") == original]
 
 
-def undo(bot: Bot, ex_id: str, **kwargs) -> tuple[Replies, dict | None]:  # noqa: ANN003
+def undo(bot: Bot, ex_id: str, **kwargs) -> tuple[Replies, dict | None]:
     """Send ``undo <ex_id>``; returns the replies and the execution it started, once ended."""
     before = {r["id"] for r in undos_of(bot, ex_id)}
     replies = bot.send(f"undo {ex_id}", **kwargs)

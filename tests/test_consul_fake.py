@@ -18,7 +18,7 @@ from tests.fakes.consul import MAX_VALUE, FakeConsul
 pytestmark = pytest.mark.timeout(30)
 
 
-def raw(fake: FakeConsul, path: str, method: str = "GET", data: bytes | None = None):  # noqa: ANN201
+def raw(fake: FakeConsul, path: str, method: str = "GET", data: bytes | None = None):
     req = urllib.request.Request(fake.address + path, method=method, data=data)
     try:
         with urllib.request.urlopen(req, timeout=5) as resp:
@@ -28,7 +28,7 @@ def raw(fake: FakeConsul, path: str, method: str = "GET", data: bytes | None = N
 
 
 @pytest.fixture
-def fake():  # noqa: ANN201
+def fake():
     with FakeConsul.start() as f:
         yield f
 

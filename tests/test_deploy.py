@@ -37,7 +37,7 @@ def launch(env: str, app: str, count: int) -> list[str]:
 
 
 @pytest.fixture
-def estate(aws_env: str) -> dict[str, list[str]]:  # noqa: ARG001
+def estate(aws_env: str) -> dict[str, list[str]]:
     return {
         "prod": launch("prod", "orders-api", 3),
         "qa01": launch("qa01", "orders-api", 2),
@@ -220,7 +220,7 @@ def test_production_needs_admins_duo_and_confirmation(tmp_path: Any, yum_repos: 
     from marvin.runtime.app import local_user
 
     table = build_table(handlers_in(commands.app))
-    authz.bind(table, strict=False)
+    authz.check_table(table, strict=False)
     deploy = table["app.deploy"]
     params = {"app": "orders-api", "version": "1.4.1-1.el9"}
     from marvin.bootstrap import CONSOLE

@@ -62,7 +62,7 @@ def write_config(folder: Path, repos: YumRepos, duo: FakeDuo) -> Path:
 @pytest.fixture
 def setup(
     tmp_path: Path, yum_repos: YumRepos, fake_duo: FakeDuo, aws_env: str, monkeypatch
-) -> tuple[Path, dict[str, list[str]]]:  # noqa: ANN001
+) -> tuple[Path, dict[str, list[str]]]:
     monkeypatch.setenv("TEST_DUO_SKEY", fake_duo.skey)
     for name in ("GA_REPO_URL", "STAGING_REPO_URL"):
         monkeypatch.delenv(name, raising=False)  # the configuration file says where

@@ -18,7 +18,7 @@ aws_env = aws.aws_env
 
 
 @pytest.fixture
-def bot(marvin_bot, aws_env, tmp_path):  # noqa: ANN001, ANN201
+def bot(marvin_bot, aws_env, tmp_path):
     import os
 
     cfg = load_config(
@@ -35,7 +35,7 @@ def _stack(name: str) -> dict:
 
 
 @pytest.mark.timeout(60)
-def test_create_platform_environment(bot) -> None:  # noqa: ANN001
+def test_create_platform_environment(bot) -> None:
     replies = bot.send("create platform environment named demo01 with dataset small")
     assert replies.said[0] == "Creating platform environment demo01"
     assert "Stack platform-demo01 is ready" in replies.said[1]
@@ -58,7 +58,7 @@ def test_create_platform_environment(bot) -> None:  # noqa: ANN001
 
 
 @pytest.mark.timeout(60)
-def test_api_shares_vocabulary_and_fails_with_stack_reason(bot) -> None:  # noqa: ANN001
+def test_api_shares_vocabulary_and_fails_with_stack_reason(bot) -> None:
     ok = bot.send("create api environment named demo01 with version 2.1")
     assert ok.reactions[-1] == "succeeded"
     assert _stack("api-demo01")["StackStatus"] == "CREATE_COMPLETE"
@@ -70,7 +70,7 @@ def test_api_shares_vocabulary_and_fails_with_stack_reason(bot) -> None:  # noqa
 
 
 @pytest.mark.timeout(60)
-def test_bad_input_changes_nothing(bot) -> None:  # noqa: ANN001
+def test_bad_input_changes_nothing(bot) -> None:
     replies = bot.send("create platform environment named Demo_01")
     assert replies.execution_id is None
     assert "environment: 'Demo_01' is not valid" in replies.whispered[0]
@@ -79,7 +79,7 @@ def test_bad_input_changes_nothing(bot) -> None:  # noqa: ANN001
 
 
 @pytest.mark.timeout(90)
-def test_cli_run_creates_stack(aws_env, tmp_path) -> None:  # noqa: ANN001
+def test_cli_run_creates_stack(aws_env, tmp_path) -> None:
     import os
 
     env = {**os.environ, "MARVIN_STATE": str(tmp_path / "cli.sqlite3")}
@@ -109,7 +109,7 @@ def test_cli_run_creates_stack(aws_env, tmp_path) -> None:  # noqa: ANN001
 
 
 @pytest.mark.timeout(60)
-def test_snapshot_database(marvin_bot, aws_env, tmp_path) -> None:  # noqa: ANN001
+def test_snapshot_database(marvin_bot, aws_env, tmp_path) -> None:
     import os
 
     import commands.database

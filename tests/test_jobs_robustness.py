@@ -20,16 +20,16 @@ from marvin.runtime.pool import Timer
     params={"environment": ENVIRONMENT},
     lock="environment",
 )
-def lockit(ctx, environment: str) -> str:  # noqa: ANN001
+def lockit(ctx, environment: str) -> str:
     return f"locked {environment}"
 
 
 @pytest.mark.timeout(30)
-def test_store_failure_at_admission_releases_the_lock(marvin_bot, monkeypatch) -> None:  # noqa: ANN001
+def test_store_failure_at_admission_releases_the_lock(marvin_bot, monkeypatch) -> None:
     bot = marvin_bot(lockit)
     real = bot.app.store.audit
 
-    def broken(event, **kw):  # noqa: ANN001, ANN003, ANN202
+    def broken(event, **kw):
         if event == "accepted":
             raise OSError("disk full")
         return real(event, **kw)
@@ -44,11 +44,11 @@ def test_store_failure_at_admission_releases_the_lock(marvin_bot, monkeypatch) -
 
 
 @pytest.mark.timeout(30)
-def test_failure_outside_the_handler_still_records_an_outcome(marvin_bot, monkeypatch) -> None:  # noqa: ANN001
+def test_failure_outside_the_handler_still_records_an_outcome(marvin_bot, monkeypatch) -> None:
     bot = marvin_bot(lockit)
     real = bot.app.store.update
 
-    def broken(ex_id, **fields):  # noqa: ANN001, ANN003, ANN202
+    def broken(ex_id, **fields):
         if fields.get("state") == "running":
             raise OSError("database is locked")
         return real(ex_id, **fields)

@@ -102,7 +102,7 @@ def authz(tmp_path: Path, text: str = POLICY) -> PolicyAuthorizer:
     a = PolicyAuthorizer(
         policy(tmp_path, text), StaticDirectory(directory), auditors_group="auditors"
     )
-    a.bind(TABLE)
+    a.check_table(TABLE)
     return a
 
 

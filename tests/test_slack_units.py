@@ -60,14 +60,14 @@ def test_only_human_mentions_and_dms_are_commands(fake_slack: FakeSlack) -> None
 def test_dedupe_by_event_id_and_by_channel_ts() -> None:
     gate = Gate(Deduper(), BOT)
     event = {"type": "app_mention", "user": "U1", "text": "hi", "channel": "C1", "ts": "1.000001"}
-    assert gate.admit({"event": event, "event_id": "Ev1"}) is not None
-    assert gate.admit({"event": event, "event_id": "Ev1"}, retry_attempt=1) is None  # redelivery
-    assert gate.admit({"event": event, "event_id": "Ev2"}) is None  # same message, new id
+    assert gate.accept({"event": event, "event_id": "Ev1"}) is not None
+    assert gate.accept({"event": event, "event_id": "Ev1"}, retry_attempt=1) is None  # redelivery
+    assert gate.accept({"event": event, "event_id": "Ev2"}) is None  # same message, new id
     as_dm = {**event, "type": "message", "channel_type": "im"}
-    assert gate.admit({"event": as_dm, "event_id": "Ev3"}) is None  # arrived both ways
+    assert gate.accept({"event": as_dm, "event_id": "Ev3"}) is None  # arrived both ways
     other = {**event, "ts": "1.000002"}
-    assert gate.admit({"event": other, "event_id": "Ev1"}) is None  # event id alone suffices
-    assert gate.admit({"event": {**other, "ts": "1.000003"}, "event_id": "Ev4"}) is not None
+    assert gate.accept({"event": other, "event_id": "Ev1"}) is None  # event id alone suffices
+    assert gate.accept({"event": {**other, "ts": "1.000003"}, "event_id": "Ev4"}) is not None
 
 
 def test_dedupe_memory_is_bounded_and_expires() -> None:
@@ -85,7 +85,7 @@ def test_dedupe_memory_is_bounded_and_expires() -> None:
 
 def test_message_carries_ids_not_names(fake_slack: FakeSlack) -> None:
     event = fake_slack.app_mention("help", user="U0ALICE", thread_ts="1.5", user_team="T0OTHER")
-    inbound = Gate(Deduper(), BOT).admit({"event": event, "event_id": "Ev9"})
+    inbound = Gate(Deduper(), BOT).accept({"event": event, "event_id": "Ev9"})
     assert inbound is not None and not inbound.is_dm
     msg = to_message(inbound, responder=None)  # type: ignore[arg-type]
     assert (msg.user.id, msg.user.email, msg.user.name, msg.user.source) == (
@@ -96,7 +96,7 @@ def test_message_carries_ids_not_names(fake_slack: FakeSlack) -> None:
     )
     assert msg.user.team_id == "T0OTHER" and msg.user.extra["team"] == fake_slack.team_id
     assert (msg.thread, msg.ts, msg.channel) == ("1.5", event["ts"], event["channel"])
-    dm = Gate(Deduper(), BOT).admit({"event": fake_slack.im_message("hi"), "event_id": "E"})
+    dm = Gate(Deduper(), BOT).accept({"event": fake_slack.im_message("hi"), "event_id": "E"})
     assert dm is not None and dm.is_dm
 
 

@@ -18,7 +18,7 @@ from marvin.core.registry import SPEC_ATTR, TableError
     examples=["scale widget group web to 3", "scale widget group web to 3 in eu-west-1"],
     params={"count": Integer(min=0, max=20), "region": Choice(choices=("us-east-1", "eu-west-1"))},
 )
-def scale(ctx, group: str, count: int, region: str = "us-east-1") -> str:  # noqa: ANN001
+def scale(ctx, group: str, count: int, region: str = "us-east-1") -> str:
     return f"scaled {group} to {count} in {region} as {ctx.user.email}"
 
 
@@ -29,7 +29,7 @@ def scale(ctx, group: str, count: int, region: str = "us-east-1") -> str:  # noq
     examples=["restart widget demo01"],
     params={"environment": ENVIRONMENT},
 )
-def restart(ctx, environment: str) -> None:  # noqa: ANN001
+def restart(ctx, environment: str) -> None:
     raise RuntimeError("boom: secret internals")
 
 
@@ -42,7 +42,7 @@ def test_decorator_returns_function_unchanged() -> None:
 
 
 def test_duplicate_ref_is_a_startup_error() -> None:
-    def other(ctx, group, count):  # noqa: ANN001, ANN202
+    def other(ctx, group, count):
         return None
 
     command(
@@ -53,7 +53,7 @@ def test_duplicate_ref_is_a_startup_error() -> None:
 
 
 def test_example_matching_another_command_names_both() -> None:
-    def greedy(ctx, anything):  # noqa: ANN001, ANN202
+    def greedy(ctx, anything):
         return None
 
     command(
@@ -67,14 +67,14 @@ def test_example_matching_another_command_names_both() -> None:
 
 
 def test_example_must_match_own_format_and_exist() -> None:
-    def f(ctx, x):  # noqa: ANN001, ANN202
+    def f(ctx, x):
         return None
 
     command("a.b", "show a {{ x }}", description="d", examples=["show b 1"])(f)
     with pytest.raises(TableError, match="does not match its formats"):
         build_table([f])
 
-    def g(ctx, x):  # noqa: ANN001, ANN202
+    def g(ctx, x):
         return None
 
     command("a.c", "show c {{ x }}", description="d", examples=[])(g)
@@ -83,7 +83,7 @@ def test_example_must_match_own_format_and_exist() -> None:
 
 
 def test_format_parameter_must_exist_in_handler() -> None:
-    def f(ctx):  # noqa: ANN001, ANN202
+    def f(ctx):
         return None
 
     command("a.b", "show {{ x }}", description="d", examples=["show 1"])(f)
@@ -104,7 +104,7 @@ def test_table_is_frozen() -> None:
         table._frozen["x.y"] = None  # type: ignore[index]
 
 
-def test_loader_reads_folder(tmp_path) -> None:  # noqa: ANN001
+def test_loader_reads_folder(tmp_path) -> None:
     (tmp_path / "ops.py").write_text(
         "from marvin import command\n"
         "@command('ops.ping', 'ping ops', description='d', examples=['ping ops'])\n"
@@ -118,13 +118,13 @@ def test_loader_reads_folder(tmp_path) -> None:  # noqa: ANN001
         load_handlers([tmp_path])
 
 
-def test_dispatch_runs_on_job_thread_with_types(marvin_bot) -> None:  # noqa: ANN001
+def test_dispatch_runs_on_job_thread_with_types(marvin_bot) -> None:
     import threading
 
     seen = {}
 
     @command("probe.thread", "run probe", description="d", examples=["run probe"])
-    def probe(ctx) -> str:  # noqa: ANN001
+    def probe(ctx) -> str:
         seen["thread"] = threading.current_thread().name
         seen["id"] = ctx.execution_id
         return "ok"
@@ -140,7 +140,7 @@ def test_dispatch_runs_on_job_thread_with_types(marvin_bot) -> None:  # noqa: AN
     assert seen["id"] == r2.execution_id and r2.execution_id.startswith("ex-")
 
 
-def test_validation_messages_name_parameter(marvin_bot) -> None:  # noqa: ANN001
+def test_validation_messages_name_parameter(marvin_bot) -> None:
     bot = marvin_bot(scale)
     r = bot.send("scale widget group web to 99")
     assert "count: '99' is out of range; expected a whole number from 0 to 20" in r.whispered[0]
@@ -154,7 +154,7 @@ def test_validation_messages_name_parameter(marvin_bot) -> None:  # noqa: ANN001
     assert all(row["event"] == "invalid" for row in bot.app.store.audit_rows())
 
 
-def test_unknown_and_did_you_mean(marvin_bot) -> None:  # noqa: ANN001
+def test_unknown_and_did_you_mean(marvin_bot) -> None:
     bot = marvin_bot(scale, restart)
     r = bot.send("scale widgt group web to 3 please")
     assert r.whispered[0].startswith("I don't know that command")
@@ -164,20 +164,20 @@ def test_unknown_and_did_you_mean(marvin_bot) -> None:  # noqa: ANN001
     assert "Did you mean" not in r.whispered[0]
 
 
-def test_ambiguous_text_is_refused(marvin_bot) -> None:  # noqa: ANN001
+def test_ambiguous_text_is_refused(marvin_bot) -> None:
     @command("x.one", "show thing {{ a }}", description="d", examples=["show thing 1 2 3"])
-    def one(ctx, a):  # noqa: ANN001, ANN202
+    def one(ctx, a):
         return "one"
 
     @command("x.two", "show thing {{ a }} {{ b }}", description="d", examples=["show thing a b"])
-    def two(ctx, a, b):  # noqa: ANN001, ANN202
+    def two(ctx, a, b):
         return "two"
 
     with pytest.raises(TableError, match="also matches"):
         build_table([one, two])
 
 
-def test_handler_exception_is_short_and_logged(marvin_bot) -> None:  # noqa: ANN001
+def test_handler_exception_is_short_and_logged(marvin_bot) -> None:
     bot = marvin_bot(restart)
     r = bot.send("restart widget demo01")
     assert r.reactions == ["accepted", "failed"]
@@ -187,7 +187,7 @@ def test_handler_exception_is_short_and_logged(marvin_bot) -> None:  # noqa: ANN
     assert row["state"] == "failed" and "boom" in row["reason"]
 
 
-def test_help_and_whoami(marvin_bot) -> None:  # noqa: ANN001
+def test_help_and_whoami(marvin_bot) -> None:
     bot = marvin_bot(scale, restart, user="alice@example.com")
     r = bot.send("help")
     text = r.said[0]
@@ -204,14 +204,14 @@ def test_help_and_whoami(marvin_bot) -> None:  # noqa: ANN001
     assert "alice@example.com" in r.said[0] and "ops" in r.said[0]
 
 
-def test_big_help_falls_back_to_text_and_reply_blocks_carry_id(marvin_bot) -> None:  # noqa: ANN001
+def test_big_help_falls_back_to_text_and_reply_blocks_carry_id(marvin_bot) -> None:
     from marvin.core.help import overview
     from marvin.core.model import Reply
 
     handlers = []
     for i in range(60):
 
-        def h(ctx):  # noqa: ANN001, ANN202
+        def h(ctx):
             return None
 
         h.__module__ = "bighelp"
@@ -223,14 +223,14 @@ def test_big_help_falls_back_to_text_and_reply_blocks_carry_id(marvin_bot) -> No
     assert reply.blocks is None and "fam59.show" in reply.text
 
     @command("x.rich", "show rich", description="d", examples=["show rich"])
-    def rich(ctx):  # noqa: ANN001, ANN202
+    def rich(ctx):
         return Reply("rich", [{"type": "section", "text": {"type": "mrkdwn", "text": "rich"}}])
 
     r = marvin_bot(rich).send("show rich")
     assert r.execution_id in str(r.blocks[-1][-1])
 
 
-def test_invalid_secret_is_never_echoed(marvin_bot) -> None:  # noqa: ANN001
+def test_invalid_secret_is_never_echoed(marvin_bot) -> None:
     from marvin import Text
 
     @command(
@@ -240,7 +240,7 @@ def test_invalid_secret_is_never_echoed(marvin_bot) -> None:  # noqa: ANN001
         examples=["set vault token to abcdef123456"],
         params={"token": Text(pattern=r"^[a-z0-9]{12}$", secret=True)},
     )
-    def set_token(ctx, token):  # noqa: ANN001, ANN202
+    def set_token(ctx, token):
         return "ok"
 
     bot = marvin_bot(set_token)
@@ -254,7 +254,7 @@ def test_invalid_secret_is_never_echoed(marvin_bot) -> None:  # noqa: ANN001
     assert "abcdef123456" not in str(rows) and "***" in rows[0]["params"]
 
 
-def test_pair_for_a_required_placeholder_never_becomes_its_value(marvin_bot) -> None:  # noqa: ANN001
+def test_pair_for_a_required_placeholder_never_becomes_its_value(marvin_bot) -> None:
     @command(
         "app.deploy",
         "deploy app {{ environment }}",
@@ -262,7 +262,7 @@ def test_pair_for_a_required_placeholder_never_becomes_its_value(marvin_bot) -> 
         examples=["deploy app demo01"],
         params={"environment": ENVIRONMENT},
     )
-    def deploy(ctx, environment):  # noqa: ANN001, ANN202
+    def deploy(ctx, environment):
         return f"deployed [{environment}]"
 
     bot = marvin_bot(deploy)
@@ -271,7 +271,7 @@ def test_pair_for_a_required_placeholder_never_becomes_its_value(marvin_bot) -> 
     assert bot.send("deploy app demo01").said[-1].startswith("deployed [demo01]")
 
 
-def test_two_forms_of_one_command_reading_differently_are_ambiguous(marvin_bot) -> None:  # noqa: ANN001
+def test_two_forms_of_one_command_reading_differently_are_ambiguous(marvin_bot) -> None:
     @command(
         "app.ship",
         "ship {{ environment }}",
@@ -279,7 +279,7 @@ def test_two_forms_of_one_command_reading_differently_are_ambiguous(marvin_bot) 
         description="d",
         examples=["ship demo01", "ship api to demo01"],
     )
-    def ship(ctx, environment, service="all"):  # noqa: ANN001, ANN202
+    def ship(ctx, environment, service="all"):
         return f"{service} -> {environment}"
 
     with pytest.raises(TableError, match="matches two of its formats with different values"):
@@ -308,25 +308,25 @@ class _FlipAuthorizer(LocalAuthorizer):
         self.inner = LocalAuthorizer(TestDirectory({"tester@example.com": ["ops"]}))
         self.revoked = False
 
-    def identify(self, user, *, fresh=False):  # noqa: ANN001, ANN201
+    def identify(self, user, *, fresh=False):
         from marvin.core.authz import Refused
 
         if user.email and user.email.startswith("stranger"):
             raise Refused("You're not from this workspace.")
         return self.inner.identify(user, fresh=fresh)
 
-    def decide(self, user, cmd, params):  # noqa: ANN001, ANN201
+    def decide(self, user, cmd, params):
         from marvin.core.authz import Decision
 
         if cmd.spec.family == "marvin":
             return Decision(True)
         return Decision(False, "revoked") if self.revoked else Decision(True, confirm=True)
 
-    def visible(self, user, cmd) -> bool:  # noqa: ANN001
+    def visible(self, user, cmd) -> bool:
         return True
 
 
-def test_strangers_get_no_usage_and_confirmation_rechecks(marvin_bot) -> None:  # noqa: ANN001
+def test_strangers_get_no_usage_and_confirmation_rechecks(marvin_bot) -> None:
     authz = _FlipAuthorizer()
     bot = marvin_bot(scale, authorizer=authz)
     r = bot.send("scale widget group web to lots", user="stranger@example.com")
@@ -334,12 +334,12 @@ def test_strangers_get_no_usage_and_confirmation_rechecks(marvin_bot) -> None:  
     assert bot.app.store.audit_rows()[-1]["event"] == "refused"
 
     class Later:  # a confirmation answered after the user lost their rights
-        def __init__(self, replies) -> None:  # noqa: ANN001
+        def __init__(self, replies) -> None:
             self.r = replies
             self.say, self.whisper, self.react = replies.say, replies.whisper, replies.react
             self.progress = replies.progress_
 
-        def confirm(self, prompt, on_result) -> None:  # noqa: ANN001
+        def confirm(self, prompt, on_result) -> None:
             authz.revoked = True
             on_result(True)
 
@@ -354,7 +354,7 @@ def test_strangers_get_no_usage_and_confirmation_rechecks(marvin_bot) -> None:  
     assert events[-3:] == ["confirm_requested", "confirmed", "refused"]
 
 
-def test_failure_text_hides_secret_values(marvin_bot) -> None:  # noqa: ANN001
+def test_failure_text_hides_secret_values(marvin_bot) -> None:
     from marvin import Text
 
     @command(
@@ -364,7 +364,7 @@ def test_failure_text_hides_secret_values(marvin_bot) -> None:  # noqa: ANN001
         examples=["login to vault with abc"],
         params={"token": Text(secret=True)},
     )
-    def login(ctx, token):  # noqa: ANN001, ANN202
+    def login(ctx, token):
         raise ValueError(f"bad token {token!r}")
 
     bot = marvin_bot(login)

@@ -148,7 +148,7 @@ class Repositories:
         if scheme not in ("http", "https", "file"):
             raise RepoError(f"{redact_url(url)}: only http, https and file URLs are read")
         try:
-            return urllib.request.urlopen(url, timeout=self.timeout)  # noqa: S310 (checked)
+            return urllib.request.urlopen(url, timeout=self.timeout)  # checked
         except urllib.error.HTTPError as exc:
             raise RepoError(f"{redact_url(url)} answered HTTP {exc.code}") from None
         except (urllib.error.URLError, OSError) as exc:

@@ -114,7 +114,7 @@ class SecondFactor(Protocol):
 
 
 class Authorizer(Protocol):
-    def bind(self, table: Iterable[Command], *, strict: bool = True) -> None:
+    def check_table(self, table: Iterable[Command], *, strict: bool = True) -> None:
         """Validate the policy against the command table (start-up errors when ``strict``)."""
 
     def identify(self, user: User, *, fresh: bool = False) -> User:
@@ -186,7 +186,7 @@ class LocalAuthorizer:
     def __init__(self, directory: Any = None) -> None:
         self.directory = directory
 
-    def bind(self, table: Iterable[Command], *, strict: bool = True) -> None:
+    def check_table(self, table: Iterable[Command], *, strict: bool = True) -> None:
         return None  # no policy to check
 
     def identify(self, user: User, *, fresh: bool = False) -> User:

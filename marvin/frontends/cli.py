@@ -7,7 +7,7 @@ import os
 import sys
 from collections.abc import Sequence
 
-from marvin.config import ConfigError, load_config
+from marvin.config import Config, ConfigError, load_config
 
 __all__ = ["main"]
 
@@ -59,7 +59,7 @@ def _slack_configured() -> bool:
     return bool(os.environ.get("SLACK_BOT_TOKEN") and os.environ.get("SLACK_APP_TOKEN"))
 
 
-def _shell(config, args) -> int:  # noqa: ANN001
+def _shell(config: Config, args: argparse.Namespace) -> int:
     from marvin.bootstrap import build_app
     from marvin.frontends.console import run_console
     from marvin.frontends.lifecycle import install_sigterm
@@ -74,7 +74,7 @@ def _shell(config, args) -> int:  # noqa: ANN001
         app.shutdown(timeout=5)
 
 
-def _run(config, args) -> int:  # noqa: ANN001
+def _run_command(config: Config, args: argparse.Namespace) -> int:
     from marvin.bootstrap import build_app
     from marvin.core.matcher import bind
     from marvin.core.model import Message
@@ -119,7 +119,7 @@ def _run(config, args) -> int:  # noqa: ANN001
         app.shutdown(timeout=5)
 
 
-def _commands(config, args) -> int:  # noqa: ANN001
+def _commands(config: Config, args: argparse.Namespace) -> int:
     from marvin.bootstrap import lint_table, load_table
 
     table, _ = load_table(config, lint_mode="off")
@@ -143,7 +143,7 @@ def _commands(config, args) -> int:  # noqa: ANN001
     return 0
 
 
-def _check(config, args) -> int:  # noqa: ANN001
+def _check(config: Config, args: argparse.Namespace) -> int:
     """Configuration, command table, vocabulary and policy, without starting anything."""
     from marvin.bootstrap import load_table
     from marvin.security import build_authorizer
@@ -152,7 +152,7 @@ def _check(config, args) -> int:  # noqa: ANN001
     for problem in problems:
         print(f"lint warning: {problem}", file=sys.stderr)
     try:
-        build_authorizer(config).bind(table, strict=True)
+        build_authorizer(config).check_table(table, strict=True)
     except ValueError as exc:  # policy and security settings errors name file and rule
         print(f"marvin: {exc}", file=sys.stderr)
         return 2
@@ -160,7 +160,7 @@ def _check(config, args) -> int:  # noqa: ANN001
     return 0
 
 
-def _serve(config, args) -> int:  # noqa: ANN001
+def _serve(config: Config, args: argparse.Namespace) -> int:
     # Neither token: a local console. Only one, or a malformed one, is a mistake that
     # marvin.slack.serve reports (which token, how to get it) with exit status 2.
     if not (os.environ.get("SLACK_BOT_TOKEN") or os.environ.get("SLACK_APP_TOKEN")):
@@ -174,7 +174,13 @@ def _serve(config, args) -> int:  # noqa: ANN001
     return serve(config, args)
 
 
-_COMMANDS = {"shell": _shell, "run": _run, "commands": _commands, "check": _check, "serve": _serve}
+_COMMANDS = {
+    "shell": _shell,
+    "run": _run_command,
+    "commands": _commands,
+    "check": _check,
+    "serve": _serve,
+}
 
 if __name__ == "__main__":
     sys.exit(main())

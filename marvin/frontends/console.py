@@ -7,7 +7,8 @@ import threading
 from collections.abc import Callable
 from typing import IO
 
-from marvin.core.model import Reply, State
+from marvin.core.facade import Operations
+from marvin.core.model import Reply, State, User
 
 __all__ = ["ConsoleResponder", "run_console"]
 
@@ -58,7 +59,9 @@ def _stdin_ask(stream: IO[str], out: IO[str]) -> Callable[[str], bool]:
     return ask
 
 
-def run_console(app, user, stdin: IO[str] | None = None, out: IO[str] | None = None) -> int:  # noqa: ANN001
+def run_console(
+    app: Operations, user: User, stdin: IO[str] | None = None, out: IO[str] | None = None
+) -> int:
     """Each input line is a chat message; the answer block ends before the next line is read."""
     from marvin.core.model import Message
 

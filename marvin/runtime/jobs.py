@@ -187,7 +187,7 @@ class JobManager:
                 raise
         if job.state == "queued":
             try:
-                self.pool.submit(lambda: self._run(job, runner), key=job.execution_id)
+                self.pool.submit(lambda: self._work(job, runner), key=job.execution_id)
             except (PoolFull, RuntimeError):
                 self.release(job)
                 job.done.set()
@@ -198,12 +198,12 @@ class JobManager:
         with self._cond:
             job.state, job.blocked_by = "queued", None
         try:
-            self.pool.submit(lambda: self._run(job, runner), key=job.execution_id, force=True)
+            self.pool.submit(lambda: self._work(job, runner), key=job.execution_id, force=True)
         except RuntimeError:
             self.release(job)  # shutting down: drain has recorded it already
             job.done.set()
 
-    def _run(self, job: Job, runner: Callable[[Job], None]) -> None:
+    def _work(self, job: Job, runner: Callable[[Job], None]) -> None:
         job.thread = threading.current_thread()
         try:
             with self._cond:

@@ -38,7 +38,7 @@ class PolicyAuthorizer:
         self.auditors_group = auditors_group.lower() if auditors_group else None
         self.table: list[Command] = []
 
-    def bind(self, table: Iterable[Command], *, strict: bool = True) -> None:
+    def check_table(self, table: Iterable[Command], *, strict: bool = True) -> None:
         """Remember the table (for ``describe``) and validate the policy against it. Not
         strict for a table that is not the deployed one (the test harness): unknown refs are
         then only logged, while "no matching rule: refused" still holds."""

@@ -365,7 +365,7 @@ class LdapDirectory:
     def _unbind(conn: Connection) -> None:
         try:
             conn.unbind()
-        except Exception:  # noqa: BLE001 - best effort on an already-broken socket
+        except Exception:  # best effort on an already-broken socket
             pass
 
     def _unavailable(self, what: str, detail: Any) -> DirectoryUnavailable:

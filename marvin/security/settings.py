@@ -34,7 +34,7 @@ from collections.abc import Mapping
 from dataclasses import fields
 from typing import Any
 
-from marvin.config import Config, ConfigError
+from marvin.config import Config, ConfigError, check_keys
 from marvin.core.authz import Authorizer, SecondFactor
 from marvin.security.directory import Directory, DirectoryConfigError, StaticDirectory
 from marvin.security.duo import DuoConfig, DuoPush
@@ -59,15 +59,7 @@ _DUO |= {"ca_certs"}
 
 def section(config: Config, key: str, allowed: set[str]) -> dict[str, Any]:
     """``security.<key>`` as a dict (empty if absent); unknown keys are errors."""
-    value = config.get(key) or {}
-    if not isinstance(value, dict):
-        raise config.error(key, "expected a mapping")
-    unknown = sorted(str(k) for k in value if k not in allowed)
-    if unknown:
-        raise config.error(
-            f"{key}.{unknown[0]}", "unknown setting; expected one of " + ", ".join(sorted(allowed))
-        )
-    return value
+    return check_keys(config.error, key, config.get(key), allowed)
 
 
 def _env(config: Config, key: str, name: Any, env: Mapping[str, str]) -> str:

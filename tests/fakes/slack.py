@@ -159,7 +159,7 @@ class FakeSlack(EventBuilders):
 
     def add_user(
         self,
-        id: str,  # noqa: A002 - mirrors Slack's field name
+        id: str,  # mirrors Slack's field name
         *,
         email: str | None = None,
         name: str | None = None,

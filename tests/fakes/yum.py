@@ -85,7 +85,7 @@ class RepoServer:
         server = self
 
         class Handler(SimpleHTTPRequestHandler):
-            def do_GET(self) -> None:  # noqa: N802
+            def do_GET(self) -> None:
                 server.paths.append(self.path)
                 super().do_GET()
 

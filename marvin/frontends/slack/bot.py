@@ -125,7 +125,7 @@ class SlackBot:
     # -- listeners (on socket-mode worker threads, after the ack) ------------------------------
 
     def _on_event(self, body: dict[str, Any]) -> None:
-        inbound = self.gate.admit(body)
+        inbound = self.gate.accept(body)
         if inbound is not None:
             self.marvin.handle(to_message(inbound, self.responder(inbound)))
 

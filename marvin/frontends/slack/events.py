@@ -108,7 +108,7 @@ class Gate:
     def __init__(self, deduper: Deduper, bot_user_id: str | None) -> None:
         self.deduper, self.bot_user_id = deduper, bot_user_id
 
-    def admit(self, payload: dict[str, Any], retry_attempt: int | None = None) -> Inbound | None:
+    def accept(self, payload: dict[str, Any], retry_attempt: int | None = None) -> Inbound | None:
         event = payload.get("event") or {}
         event_id = payload.get("event_id")
         why = classify(event, self.bot_user_id)

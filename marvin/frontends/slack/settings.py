@@ -11,7 +11,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from typing import Any
 
-from marvin.config import Config
+from marvin.config import Config, check_keys
 
 __all__ = ["SlackSettings", "TokenError", "check_tokens", "DEFAULT_API_URL"]
 
@@ -33,19 +33,11 @@ class SlackSettings:
     confirm_timeout: float = 300.0  # Confirm/Cancel buttons expire after this
     dedupe_seconds: float = 900.0  # remember event ids and (channel, ts) this long
     dedupe_max: int = 100_000  # ...but never more entries than this
-    health_host: str = "0.0.0.0"  # noqa: S104 - the probe comes from outside the container
+    health_host: str = "0.0.0.0"  # the probe comes from outside the container
 
     @classmethod
     def from_config(cls, config: Config) -> SlackSettings:
-        raw = config.get("slack") or {}
-        if not isinstance(raw, Mapping):
-            raise config.error("slack", "expected a mapping")
-        known = {f.name for f in fields(cls)}
-        for key in raw:
-            if key not in known:
-                raise config.error(
-                    f"slack.{key}", "unknown setting; expected one of " + ", ".join(sorted(known))
-                )
+        raw = check_keys(config.error, "slack", config.get("slack"), (f.name for f in fields(cls)))
         values: dict[str, Any] = {}
         checks: dict[str, tuple[Any, str]] = {
             "ping_interval": (lambda v: _num(v) and 0 < v <= 60, "seconds between 0 and 60"),
