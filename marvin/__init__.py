@@ -1,7 +1,7 @@
 """Marvin: a ChatOps bot for Slack. Command authors need only what is exported here."""
 
 from marvin.core.checks import Verdict, check
-from marvin.core.model import Reply, User
+from marvin.core.model import Cancelled, Reply, User
 from marvin.core.params import (
     ENVIRONMENT,
     VERSION,
@@ -14,7 +14,7 @@ from marvin.core.params import (
     Text,
 )
 from marvin.core.registry import command
-from marvin.runtime.execution import Cancelled, Context
+from marvin.runtime.execution import Context
 
 __all__ = [
     "command",

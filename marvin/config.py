@@ -3,8 +3,11 @@ file, the key and what was expected. Secrets are never written in the file: only
 
 from __future__ import annotations
 
+import importlib
 import os
+import pkgutil
 import re
+import threading
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -126,6 +129,11 @@ declare(
 )
 
 
+SECTION_OWNERS = "marvin.actions"  # the package whose modules declare sections
+_owners_loaded = False
+_owners_lock = threading.Lock()
+
+
 def _setting(dotted: str) -> Setting | None:
     section, _, key = dotted.partition(".")
     return SECTIONS.get(section, {}).get(key)
@@ -206,10 +214,21 @@ def load_config(path: str | Path | None = None, env: dict[str, str] | None = Non
     return cfg
 
 
-def _validate(cfg: Config) -> None:
-    from marvin.actions.clients import discover
+def load_section_owners() -> None:
+    """Import every module of the action library once: each declares its section (and its
+    client) on import. Loaded by name, like a commands folder: config does not depend on it."""
+    global _owners_loaded
+    with _owners_lock:
+        if _owners_loaded:
+            return
+        package = importlib.import_module(SECTION_OWNERS)
+        for info in pkgutil.iter_modules(package.__path__, package.__name__ + "."):
+            importlib.import_module(info.name)
+        _owners_loaded = True
 
-    discover()  # the action modules declare their sections on import
+
+def _validate(cfg: Config) -> None:
+    load_section_owners()
     check_keys(cfg.error, "", cfg.data, set(SECTIONS) | _OWNED)
     for name, settings in SECTIONS.items():
         if "" in settings:  # a top-level scalar such as ``vocabulary``

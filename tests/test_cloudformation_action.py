@@ -14,7 +14,7 @@ from botocore.stub import Stubber
 
 from marvin.actions import ActionError
 from marvin.actions.cloudformation import create_stack
-from marvin.runtime.execution import Cancelled
+from marvin.core.model import Cancelled
 
 
 class FakeCtx:

@@ -14,7 +14,7 @@ from botocore.stub import ANY, Stubber
 from marvin.actions import ActionError
 from marvin.actions.deploy import deploy_package
 from marvin.config import DEFAULT_CONFIG, load_config
-from marvin.runtime.execution import Cancelled
+from marvin.core.model import Cancelled
 
 IDS = ["i-0000000000000000a", "i-0000000000000000b", "i-0000000000000000c",
        "i-0000000000000000d", "i-0000000000000000e"]  # fmt: skip

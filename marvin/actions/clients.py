@@ -14,20 +14,16 @@ is one new action module; the core is not edited.
 
 from __future__ import annotations
 
-import importlib
-import pkgutil
 import threading
 from collections.abc import Callable
 from typing import Any
 
-from marvin.config import Config
+from marvin.config import Config, load_section_owners
 
 __all__ = ["client", "Clients", "discover", "CLIENTS"]
 
 Factory = Callable[[Config], Any]
 CLIENTS: dict[str, Factory] = {}
-_discovered = False
-_discover_lock = threading.Lock()
 
 
 def client(name: str) -> Callable[[Factory], Factory]:
@@ -46,15 +42,8 @@ def client(name: str) -> Callable[[Factory], Factory]:
 
 def discover() -> None:
     """Import every module of ``marvin.actions`` once, so their sections and clients are
-    declared before the configuration is validated."""
-    global _discovered
-    with _discover_lock:
-        if _discovered:
-            return
-        package = importlib.import_module("marvin.actions")
-        for info in pkgutil.iter_modules(package.__path__, package.__name__ + "."):
-            importlib.import_module(info.name)
-        _discovered = True
+    declared (``marvin.config.load_section_owners``)."""
+    load_section_owners()
 
 
 class Clients:

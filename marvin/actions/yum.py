@@ -151,8 +151,10 @@ class Repositories:
             return urllib.request.urlopen(url, timeout=self.timeout)  # checked
         except urllib.error.HTTPError as exc:
             raise RepoError(f"{redact_url(url)} answered HTTP {exc.code}") from None
-        except (urllib.error.URLError, OSError) as exc:
-            why = getattr(exc, "reason", None) or exc
+        except urllib.error.URLError as exc:
+            raise RepoError(f"can't reach {redact_url(url)} ({exc.reason})") from None
+        except OSError as exc:
+            why = exc
             raise RepoError(f"can't reach {redact_url(url)} ({why})") from None
 
 

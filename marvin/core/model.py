@@ -6,9 +6,15 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 
-__all__ = ["User", "Message", "Reply", "Responder", "State", "Via", "VIAS", "JobView"]
+__all__ = ["Cancelled", "User", "Message", "Reply", "Responder", "State", "Via", "VIAS", "JobView"]
 
 State = Literal["accepted", "succeeded", "failed"]
+
+
+class Cancelled(Exception):
+    """Raised inside a handler by ``ctx.check()`` or ``ctx.sleep()`` once cancellation is asked."""
+
+
 # The kind of channel a request came through. Policy (``via: [cli]``) and commands
 # (``@command(via=...)``) name these, never a front end.
 Via = Literal["chat", "cli", "api"]

@@ -131,6 +131,14 @@ class Command:
     def ref(self) -> str:
         return self.spec.ref
 
+    def mask(self, text: str, params: Mapping[str, Any]) -> str:
+        """``text`` (an exception's, say) without the values of secret parameters."""
+        for name, ptype in self.params.items():
+            value = params.get(name)
+            if ptype.secret and value is not None and str(value):
+                text = text.replace(str(value), "***")
+        return text
+
     def shown(self, params: Mapping[str, Any]) -> dict[str, Any]:
         """``params`` as they may be shown (chat, audit, logs): secret values masked."""
         return {

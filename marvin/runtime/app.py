@@ -24,6 +24,7 @@ from marvin.core.authz import (
     FrontEnds,
     LocalAuthorizer,
     Refused,
+    SecondFactor,
 )
 from marvin.core.facade import Cancel
 from marvin.core.matcher import Ambiguous, Invalid, Matched, Matcher, Unknown
@@ -54,7 +55,7 @@ class Runtime:
 
 
 class Marvin:
-    second_factor: Any = None  # a core.authz.SecondFactor; None: MFA commands are refused
+    second_factor: SecondFactor | None = None  # None: commands that need MFA are refused
 
     def __init__(
         self,

@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 import structlog
 
 from marvin.core.facade import Operations
-from marvin.core.model import Message, Reply, User
+from marvin.core.model import Cancelled, Message, Reply, User
 from marvin.core.registry import Command
 from marvin.runtime import checks
 
@@ -35,10 +35,6 @@ __all__ = ["Context", "Cancelled", "render", "run", "finish", "cancelled_text"]
 
 _TEMPLATE = re.compile(r"{{\s*([\w.]+)\s*}}")
 log = structlog.get_logger("marvin.execution")
-
-
-class Cancelled(Exception):
-    """Raised inside a handler by ``ctx.check()`` or ``ctx.sleep()`` once cancellation is asked."""
 
 
 def render(template: str, params: Mapping[str, Any], execution_id: str) -> str:
@@ -211,7 +207,13 @@ def _execute(rt: Runtime, job: Job) -> None:
     try:
         # Out-of-band checks (marvin/runtime/checks.py), just before the handler: after any
         # confirmation or second factor. On a refusal the outcome is recorded already.
-        if not checks.passed(rt, job, ctx):
+        def record(event: str, detail: str) -> None:
+            rt.recorder.record(event, job.attempt, execution_id=ex_id, detail=detail)
+
+        refusal = checks.run(job.checks, ctx, record)
+        if refusal is not None:
+            text, reason = refusal
+            finish(rt, job, "refused", f"`{cmd.ref}` was not run (`{ex_id}`): {text}", reason)
             return
         if cmd.spec.ack:
             msg.responder.say(render(cmd.spec.ack, params, ex_id))
@@ -223,7 +225,7 @@ def _execute(rt: Runtime, job: Job) -> None:
             finish(rt, job, "cancelled", cancelled_text(job, started=True), "cancelled")
         else:
             ctx.log.exception("execution failed")
-            reason = without_secrets(f"{type(exc).__name__}: {exc}", cmd, params)[:500]
+            reason = cmd.mask(f"{type(exc).__name__}: {exc}", params)[:500]
             finish(rt, job, "failed", f"`{cmd.ref}` failed (`{ex_id}`): {reason}", reason)
         return
     finally:
@@ -307,13 +309,3 @@ def _abandon(rt: Runtime, job: Job) -> None:
     )
     reason = f"timed out after {job.timeout:g} s; ignored cancellation, abandoned"
     finish(rt, job, "timed_out", text, reason, abandon=True)
-
-
-def without_secrets(text: str, cmd: Command, params: Mapping[str, Any]) -> str:
-    """An exception may quote its arguments; a secret parameter's value must not reach chat,
-    the store or the audit that way."""
-    for name, ptype in cmd.params.items():
-        value = params.get(name)
-        if ptype.secret and value is not None and str(value):
-            text = text.replace(str(value), "***")
-    return text

@@ -67,7 +67,7 @@ class SlackResponder:
             if len(text) > limit:  # only the notification fallback; the blocks carry it all
                 text = text[: limit - 40].rstrip() + "\n… (see the message for the rest)"
             where = self._where()
-            if self._call("chat_postMessage", text=text, blocks=blocks, **where):
+            if self._call(self.client.chat_postMessage, text=text, blocks=blocks, **where):
                 return
             # Slack refused the blocks (invalid_blocks, too long...): the text still goes out.
         self._post_long(reply.text if isinstance(reply, Reply) else str(reply))
@@ -79,7 +79,11 @@ class SlackResponder:
         for piece in split_text(text, self.settings.max_message_chars):
             where = {"thread_ts": self.thread_ts} if self._thread_live else {}
             self._call(
-                "chat_postEphemeral", channel=self.channel, user=self.user_id, text=piece, **where
+                self.client.chat_postEphemeral,
+                channel=self.channel,
+                user=self.user_id,
+                text=piece,
+                **where,
             )
 
     def progress(self, text: str) -> None:
@@ -88,18 +92,20 @@ class SlackResponder:
             text = text[: limit - 20].rstrip() + " … (truncated)"
         with self._progress_lock:
             if self._progress_ts is None:
-                resp = self._call("chat_postMessage", text=text, **self._where())
+                resp = self._call(self.client.chat_postMessage, text=text, **self._where())
                 if resp is not None:
                     self._progress_ts = resp.get("ts")
             else:
-                self._call("chat_update", channel=self.channel, ts=self._progress_ts, text=text)
+                self._call(
+                    self.client.chat_update, channel=self.channel, ts=self._progress_ts, text=text
+                )
 
     def react(self, state: State) -> None:
         name = self.settings.reactions.get(state)
         if not name:
             return
         self._call(
-            "reactions_add",
+            self.client.reactions_add,
             channel=self.channel,
             timestamp=self.ts,
             name=name,
@@ -134,13 +140,13 @@ class SlackResponder:
         if len(text) > self.settings.file_threshold_chars and self._upload(text):
             return
         for piece in split_text(text, self.settings.max_message_chars):
-            self._call("chat_postMessage", text=piece, **self._where())
+            self._call(self.client.chat_postMessage, text=piece, **self._where())
 
     def _upload(self, text: str) -> bool:
         lines = text.count("\n") + 1
         comment = f"{summary(text)}\n(full output: {len(text):,} characters, {lines:,} lines)"
         resp = self._call(
-            "files_upload_v2",
+            self.client.files_upload_v2,
             channel=self.channel,
             thread_ts=self.thread_ts,
             content=text,
@@ -150,11 +156,15 @@ class SlackResponder:
         )
         return resp is not None  # on failure the caller splits into messages instead
 
-    def _call(self, method: str, *, quiet: tuple[str, ...] = (), **kwargs: Any) -> Any:
+    def _call(
+        self, method: Callable[..., Any], *, quiet: tuple[str, ...] = (), **kwargs: Any
+    ) -> Any:
         try:
-            return getattr(self.client, method)(**kwargs)
+            return method(**kwargs)
         except _ERRORS as exc:
             error = exc.response.get("error") if isinstance(exc, SlackApiError) else repr(exc)
             if error not in quiet:
-                log.warning("slack call failed", method=method, channel=self.channel, error=error)
+                log.warning(
+                    "slack call failed", method=method.__name__, channel=self.channel, error=error
+                )
             return None

@@ -23,8 +23,7 @@ from typing import Any
 
 import structlog
 from slack_bolt import App
-from slack_bolt.adapter.socket_mode import SocketModeHandler
-from slack_bolt.adapter.socket_mode.internals import run_bolt_app
+from slack_bolt.request import BoltRequest
 from slack_sdk.socket_mode.builtin import SocketModeClient
 from slack_sdk.socket_mode.request import SocketModeRequest
 
@@ -136,8 +135,10 @@ class ResilientSocketModeClient(SocketModeClient):
                 self.connect_to_new_endpoint()
 
 
-class AckFirstHandler(SocketModeHandler):
-    """bolt's SocketModeHandler with a ResilientSocketModeClient and ack-before-dispatch."""
+class AckFirstHandler:
+    """Feeds a Bolt ``App`` from a ``ResilientSocketModeClient`` through Bolt's public
+    ``App.dispatch``: the client acknowledges every envelope as it arrives, so Bolt's own
+    Socket Mode adapter (which acks after dispatch) is not used."""
 
     def __init__(
         self,
@@ -147,9 +148,7 @@ class AckFirstHandler(SocketModeHandler):
         ping_interval: float = 10.0,
         concurrency: int = 10,
     ) -> None:
-        # Not super().__init__(): it would start a plain SocketModeClient's threads.
         self.app = app
-        self.app_token = app_token
         self.client = ResilientSocketModeClient(
             app_token=app_token,
             logger=app.logger,
@@ -158,7 +157,7 @@ class AckFirstHandler(SocketModeHandler):
             ping_interval=ping_interval,
             concurrency=concurrency,
         )
-        self.client.socket_mode_request_listeners.append(self.handle)  # type: ignore[arg-type]
+        self.client.socket_mode_request_listeners.append(self.handle)
 
     def connect(self) -> None:
         self.client.connect()
@@ -173,15 +172,15 @@ class AckFirstHandler(SocketModeHandler):
         self.client.closed = True
         self.client.auto_reconnect_enabled = False
         session = self.client.current_session
-        sock = getattr(session, "sock", None)
+        sock = session.sock if session is not None else None
         if sock is not None:
             with contextlib.suppress(OSError):
                 sock.shutdown(socket.SHUT_RDWR)
         self.client.close()
 
-    def handle(self, client: SocketModeClient, req: SocketModeRequest) -> None:  # type: ignore[override]
+    def handle(self, client: SocketModeClient, req: SocketModeRequest) -> None:
         # Already acknowledged by the client's reader; Bolt's response is moot.
         try:
-            run_bolt_app(self.app, req)
+            self.app.dispatch(BoltRequest(body=req.payload, mode="socket_mode"))
         except Exception:
             log.exception("bolt dispatch failed", envelope_id=req.envelope_id, type=req.type)
