@@ -11,7 +11,6 @@ import ssl
 import threading
 import time
 from collections.abc import Iterable
-from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -21,6 +20,7 @@ from ldap3.core.exceptions import LDAPException
 from ldap3.utils.conv import escape_filter_chars
 from ldap3.utils.dn import parse_dn
 
+from marvin.core.cache import TTLCache
 from marvin.security.directory import (
     DirectoryConfigError,
     DirectoryUnavailable,
@@ -118,15 +118,15 @@ class LdapDirectory:
     def __init__(self, config: LdapConfig) -> None:
         self.config = config
         self.searches = 0  # LDAP search operations sent (root-DSE read on connect excluded)
-        self.cache_hits = 0
-        self.coalesced = 0  # lookups that waited for an identical in-flight lookup
-        self._lock = threading.Lock()  # guards caches, in-flight map, counters
+        self._lock = threading.Lock()  # guards the search counter
         self._conn_lock = threading.Lock()  # guards (re)connecting
         self._conn: Connection | None = None
         self._is_ad = False
-        self._cache: dict[str, tuple[float, frozenset[str] | None]] = {}
-        self._parents_cache: dict[frozenset[str], tuple[float, list[tuple[str, str]]]] = {}
-        self._inflight: dict[tuple[int, Any], Future[Any]] = {}
+        # A failed lookup is never cached; "not in the directory" only for negative_ttl.
+        self._users: TTLCache[frozenset[str] | None] = TTLCache(
+            lambda v: config.cache_ttl if v is not None else config.negative_ttl, _CACHE_MAX
+        )
+        self._parents: TTLCache[list[tuple[str, str]]] = TTLCache(config.cache_ttl, _CACHE_MAX)
         self._base_key = _dn_key(config.group_base)
 
     # -- public ------------------------------------------------------------
@@ -135,10 +135,8 @@ class LdapDirectory:
         key = _norm_email(email)
         if not key:
             raise UserNotInDirectory(email)
-        if fresh:  # a removal from a group must show at once: no cached answer
-            with self._lock:
-                self._cache.pop(key, None)
-        groups = self._cached(self._cache, key, lambda: self._lookup(key), count_hits=True)
+        # fresh: a removal from a group must show at once, so no cached answer.
+        groups = self._users.get(key, lambda: self._lookup(key), fresh=fresh)
         if groups is None:
             raise UserNotInDirectory(email)
         return groups
@@ -151,52 +149,13 @@ class LdapDirectory:
 
     # -- lookup ------------------------------------------------------------
 
-    def _cached(
-        self, cache: dict[Any, tuple[float, Any]], key: Any, compute: Any, count_hits: bool = False
-    ) -> Any:
-        """TTL cache + single-flight: concurrent askers for one key share one computation.
+    @property
+    def cache_hits(self) -> int:
+        return self._users.hits
 
-        ``None`` results are cached for negative_ttl; exceptions are never cached.
-        """
-        with self._lock:
-            hit = cache.get(key)
-            if hit is not None and hit[0] > time.monotonic():
-                self.cache_hits += count_hits
-                return hit[1]
-            fut = self._inflight.get((id(cache), key))
-            leader = fut is None
-            if leader:
-                fut = self._inflight[(id(cache), key)] = Future()
-            else:
-                self.coalesced += count_hits
-        if not leader:
-            try:
-                return fut.result()
-            except DirectoryUnavailable as exc:  # fresh instance: tracebacks are per-thread
-                raise DirectoryUnavailable(str(exc)) from exc
-        try:
-            value = compute()
-        except BaseException as exc:
-            with self._lock:
-                self._inflight.pop((id(cache), key), None)
-            fut.set_exception(exc)
-            raise
-        ttl = self.config.cache_ttl if value is not None else self.config.negative_ttl
-        with self._lock:
-            self._store(cache, key, (time.monotonic() + ttl, value))
-            self._inflight.pop((id(cache), key), None)
-        fut.set_result(value)
-        return value
-
-    @staticmethod
-    def _store(cache: dict, key: Any, value: Any) -> None:
-        if len(cache) >= _CACHE_MAX:  # bound memory: drop expired, then everything
-            now = time.monotonic()
-            for k in [k for k, v in cache.items() if v[0] <= now]:
-                del cache[k]
-            if len(cache) >= _CACHE_MAX:
-                cache.clear()
-        cache[key] = value
+    @property
+    def coalesced(self) -> int:
+        return self._users.coalesced
 
     def _lookup(self, email: str) -> frozenset[str] | None:
         cfg = self.config
@@ -271,7 +230,7 @@ class LdapDirectory:
 
         # Shared across users: everyone in "ops" reuses one walk of ops' ancestors.
         key = frozenset(_dn_key(dn) for dn in dns)
-        return self._cached(self._parents_cache, key, search)
+        return self._parents.get(key, search)
 
     # -- connection --------------------------------------------------------
 

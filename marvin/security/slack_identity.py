@@ -17,7 +17,6 @@ Any failure raises ``Refused``: a short message for the requester, the reason fo
 from __future__ import annotations
 
 import threading
-import time
 from dataclasses import replace
 from typing import Any
 
@@ -26,6 +25,7 @@ from slack_sdk import WebClient
 from slack_sdk.errors import SlackApiError
 
 from marvin.core.authz import Refused
+from marvin.core.cache import TTLCache
 from marvin.core.model import User
 
 __all__ = ["SlackIdentity"]
@@ -53,7 +53,7 @@ class SlackIdentity:
         self.allow_guests = allow_guests
         self.ttl = ttl
         self.calls = 0  # users.info requests sent (for benchmarks and tests)
-        self._cache: dict[str, tuple[float, dict[str, Any]]] = {}
+        self._cache: TTLCache[dict[str, Any]] = TTLCache(ttl, _CACHE_MAX)
         self._lock = threading.Lock()
 
     def __call__(self, user: User) -> User:
@@ -107,11 +107,11 @@ class SlackIdentity:
         uid = user.id
         if not uid or uid[:1] not in ("U", "W"):  # only Slack user ids; never a name
             self._refuse(user, _UNKNOWN, f"not a Slack user id: {uid!r}")
-        now = time.monotonic()
-        with self._lock:
-            hit = None if fresh else self._cache.get(uid)
-            if hit is not None and hit[0] > now:
-                return hit[1]
+        return self._cache.get(uid, lambda: self._fetch(user), fresh=fresh)
+
+    def _fetch(self, user: User) -> dict[str, Any]:
+        """One users.info call; any failure refuses (and is never cached)."""
+        uid = user.id
         try:
             with self._lock:
                 self.calls += 1
@@ -123,10 +123,6 @@ class SlackIdentity:
             self._refuse(user, _UNKNOWN, f"users.info failed: {type(exc).__name__}: {exc}")
         if not isinstance(info, dict) or info.get("id") != uid:
             self._refuse(user, _UNKNOWN, "users.info returned no matching user")
-        with self._lock:
-            if len(self._cache) >= _CACHE_MAX:
-                self._cache.clear()
-            self._cache[uid] = (now + self.ttl, info)
         return info
 
     @staticmethod
