@@ -8,6 +8,7 @@ from marvin.core.params import (
     Choice,
     Integer,
     Json,
+    Pairs,
     Param,
     ParamError,
     Text,
@@ -28,6 +29,7 @@ __all__ = [
     "Choice",
     "Boolean",
     "Json",
+    "Pairs",
     "ENVIRONMENT",
     "VERSION",
 ]

@@ -10,9 +10,23 @@ from typing import Any, TypeVar
 
 T = TypeVar("T")
 
+FIRST_POLL = 1.0  # seconds: a step that ends in 2 s is seen after about 2 s, not a full period
+
 
 class ActionError(RuntimeError):
     """An action failed for a reason worth telling the user verbatim."""
+
+
+def backoff(every: float, first: float = FIRST_POLL) -> Callable[[], float]:
+    """Successive pauses: ``first`` (never more than ``every``), doubling up to ``every``."""
+    state = {"next": min(first, every)}
+
+    def pause() -> float:
+        delay = state["next"]
+        state["next"] = min(delay * 2, every)
+        return delay
+
+    return pause
 
 
 def wait_until(
@@ -22,15 +36,20 @@ def wait_until(
     every: float,
     timeout: float,
     what: Callable[[], str],
+    first: float = FIRST_POLL,
 ) -> T:
     """Call ``check`` until it returns a result (it raises ActionError on failure and may report
-    progress). Between calls, ``ctx.sleep``: a cancel or timeout wakes it at once, which is
-    what the seed team's workflow engine, polling blindly between steps, could not do."""
+    progress). Pauses start at ``first`` and double up to ``every`` (the configured poll cap):
+    a quick step is noticed quickly, a long one costs few calls. Each pause is ``ctx.sleep``:
+    a cancel or timeout wakes it at once, which is what the seed team's workflow engine,
+    polling blindly between steps, could not do."""
     deadline = time.monotonic() + timeout
+    pause = backoff(every, first)
     while True:
         result = check()
         if result is not None:
             return result
-        if time.monotonic() > deadline:
+        left = deadline - time.monotonic()
+        if left <= 0:
             raise ActionError(f"{what()} after {timeout:.0f} s")
-        ctx.sleep(every)
+        ctx.sleep(min(pause(), left))  # the last pause ends at the deadline, not past it
