@@ -10,9 +10,9 @@ from marvin.actions.migrations import MigrationFailed, run_migrations
     description="Run an environment's database migrations (an ECS task) and wait for them",
     examples=["run migrations on demo01", "run migrations on demo01 at version 4.3"],
     params={"environment": ENVIRONMENT, "version": VERSION},
-    # No deploy or restore of this environment meanwhile: with jobs.locks: shared (the
-    # shipped default) this is one lock per environment name across all families.
-    lock="environment",
+    # Every family's lock on this environment: no deploy or restore of it meanwhile (those
+    # families' own environment locks still do not exclude each other).
+    lock="*.environment",
     ack="Running migrations on {{ environment }} (`{{ execution_id }}`)",
 )
 def run(ctx, environment: str, version: str | None = None):

@@ -42,7 +42,7 @@ def write_config(root: Path) -> Path:
             commands: {{paths: [{ROOT / "commands"}]}}
             vocabulary: {ROOT / "config" / "vocabulary.yaml"}
             state: {{sqlite: state.sqlite3}}
-            jobs: {{workers: 8, grace_seconds: 2, locks: shared}}
+            jobs: {{workers: 8, grace_seconds: 2}}
             security:
               policy: {ROOT / "config" / "rbac.yaml"}
               directory: {{backend: static, path: directory.yaml}}

@@ -3,6 +3,7 @@ botocore's Stubber for the task that exits non-zero (moto's containers always ex
 
 from __future__ import annotations
 
+import threading
 import time
 from pathlib import Path
 from types import SimpleNamespace
@@ -109,14 +110,20 @@ def test_cancel_stops_the_task(marvin_bot, aws_env, tmp_path) -> None:  # noqa: 
     assert task["stoppedReason"] == f"cancelled ({r.execution_id})"
 
 
+RUNNING, RELEASE = threading.Event(), threading.Event()
+
+
 @command(
     "app.deploy",
-    "deploy app to {{ environment }}",
-    description="stands in for a deploy of the same environment",
-    examples=["deploy app to demo01"],
+    "deploy app to {{ environment }}( {{ pace='fast' }})?",
+    description="stands in for a deploy of the same environment (its own family's lock)",
+    examples=["deploy app to demo01", "deploy app to demo01 slowly"],
     lock="environment",
 )
-def deploy(ctx, environment):  # noqa: ANN001, ANN201
+def deploy(ctx, environment, pace="fast"):  # noqa: ANN001, ANN201
+    if pace == "slowly":
+        RUNNING.set()
+        RELEASE.wait(10)
     return "deployed"
 
 
@@ -135,6 +142,15 @@ def test_a_deploy_of_the_environment_waits_for_the_migration(marvin_bot, aws_env
     assert bot.send("deploy app to demo02").reactions[-1] == "succeeded"  # another environment
     bot.send(f"cancel {r.execution_id}")
     bot.app.wait(r.execution_id, 10)
+    # And the other way round: a running deploy holds off the migration.
+    deploying = bot.send("deploy app to demo01 slowly", wait=False)
+    while not RUNNING.is_set():
+        assert time.monotonic() < deadline
+        time.sleep(0.02)
+    held_off = bot.send("run migrations on demo01")
+    assert f"environment demo01 is busy: `{deploying.execution_id}` app.deploy" in held_off.text
+    RELEASE.set()
+    bot.app.wait(deploying.execution_id, 10)
 
 
 def test_non_zero_exit_fails_with_reason_and_log_tail(aws_env, tmp_path) -> None:  # noqa: ANN001
