@@ -25,9 +25,11 @@ class Ctx:
             raise Cancelled("ex-000000")
 
 
-def test_pauses_double_from_first_to_the_cap() -> None:
+def test_pauses_grow_from_first_to_the_cap() -> None:
     pause = backoff(10.0)
-    assert [pause() for _ in range(7)] == [1, 2, 4, 8, 10, 10, 10]
+    assert [round(pause(), 2) for _ in range(8)] == [1, 1.5, 2.25, 3.38, 5.06, 7.59, 10, 10]
+    doubling = backoff(10.0, growth=2)
+    assert [doubling() for _ in range(6)] == [1, 2, 4, 8, 10, 10]
     small = backoff(0.05)  # a cap below the first pause wins (tests use tiny caps)
     assert [small() for _ in range(3)] == [0.05, 0.05, 0.05]
 
@@ -41,8 +43,8 @@ def test_a_quick_step_is_noticed_quickly_not_after_a_full_period() -> None:
 
     assert wait_until(ctx, check, every=5.0, timeout=10, what=str, first=0.1) == "done"
     lag = time.monotonic() - done_at
-    assert lag < 0.3, lag  # pauses 0.1, 0.2 (polls at 0, 0.1, 0.3): a fixed 5 s would lag 4.75 s
-    assert ctx.pauses == [0.1, 0.2]
+    assert lag < 0.3, lag  # polls at 0, 0.1, 0.25, 0.475: a fixed 5 s would lag 4.75 s
+    assert [round(p, 3) for p in ctx.pauses[:2]] == [0.1, 0.15] and len(ctx.pauses) <= 3
 
 
 def test_cancel_interrupts_a_long_pause_at_once() -> None:
