@@ -9,6 +9,7 @@ from marvin.core.params import (
     Choice,
     Integer,
     Json,
+    Pairs,
     Param,
     ParamError,
     Text,
@@ -31,6 +32,7 @@ __all__ = [
     "Choice",
     "Boolean",
     "Json",
+    "Pairs",
     "ENVIRONMENT",
     "VERSION",
 ]

@@ -102,5 +102,5 @@ def build_app(
         intake_workers=config.get("jobs.intake_workers"),
         settings=JobSettings.from_config(config),
     )
-    app.second_factor = build_second_factor(config, app.rt.recorder)  # None: MFA refused
+    app.second_factor = build_second_factor(config)  # None: commands needing MFA are refused
     return app

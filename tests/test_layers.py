@@ -44,6 +44,35 @@ def _graph() -> dict[str, set[str]]:
     return {m: {i for i in _imports(p) if i in modules and i != m} for m, p in modules.items()}
 
 
+# Top to bottom: a module may import its own layer and those above it, never below.
+LAYERS = [
+    "marvin.core",
+    "marvin.config",
+    "marvin.security",
+    "marvin.runtime",
+    "marvin.actions",
+    "marvin.builtins",
+    "marvin.bootstrap",
+    "marvin.frontends",
+    "marvin.testing",
+]
+
+
+def _layer(mod: str) -> int:
+    for i, prefix in enumerate(LAYERS):
+        if mod == prefix or mod.startswith(prefix + "."):
+            return i
+    return len(LAYERS)  # marvin itself (the public API) and __main__
+
+
+def test_each_layer_imports_only_the_layers_above() -> None:
+    for mod, deps in _graph().items():
+        if mod in ("marvin", "marvin.__main__", "marvin.logs"):
+            continue  # the public API re-exports; the entry point; logging set-up
+        below = sorted(d for d in deps if _layer(d) > _layer(mod) and d != "marvin.logs")
+        assert not below, f"{mod} imports {below}, which are below it"
+
+
 def test_core_imports_only_the_core() -> None:
     for mod, deps in _graph().items():
         if mod.startswith("marvin.core"):

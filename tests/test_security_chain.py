@@ -327,7 +327,7 @@ def test_secrets_come_only_from_the_environment(config: Config, monkeypatch: Any
         build_directory(config)
     monkeypatch.delenv("TEST_DUO_SKEY")
     with pytest.raises(ConfigError, match="skey_env: environment variable TEST_DUO_SKEY"):
-        build_second_factor(config, None)
+        build_second_factor(config)
 
 
 @pytest.mark.parametrize(
@@ -348,7 +348,7 @@ def test_configuration_errors_name_the_key(tmp_path: Path, security: str, messag
     cfg = load_config(path, env={})
     with pytest.raises(ConfigError) as err:
         build_authorizer(cfg)
-        build_second_factor(cfg, None)
+        build_second_factor(cfg)
     assert message in str(err.value)
 
 

@@ -9,10 +9,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from marvin import Verdict, check
 from marvin.actions.deploy import is_production, repository_for
 from marvin.actions.rpm import parse_evr
 from marvin.actions.yum import RepoError, redact_url
+from marvin.core.checks import Verdict, check
 
 __all__ = ["ga_repository"]
 

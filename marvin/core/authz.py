@@ -27,6 +27,7 @@ __all__ = [
     "FrontEnd",
     "FrontEnds",
     "SecondFactor",
+    "SecondFactorResult",
     "local_operator",
     "with_groups",
     "via_refusal",
@@ -106,11 +107,17 @@ def local_operator(user: User) -> User:
     return replace(user, email=email)
 
 
+@dataclass(frozen=True)
+class SecondFactorResult:
+    approved: bool  # only for an explicit approval (e.g. a Duo push accepted)
+    detail: str  # what happened, for the audit row
+
+
 class SecondFactor(Protocol):
     def __call__(
         self, msg: Message, cmd: Command, execution_id: str, cancelled: threading.Event
-    ) -> bool:
-        """True only for an explicit approval (e.g. a Duo push accepted)."""
+    ) -> SecondFactorResult:
+        """Ask; every outcome but an explicit approval refuses. Must not raise."""
 
 
 class Authorizer(Protocol):

@@ -62,7 +62,8 @@ def detail(cmd: Command) -> Reply:
         if on
     ]
     if spec.lock:
-        flags.append(f"one at a time per `{spec.lock}`")
+        every = " across all families" if spec.lock.startswith("*.") else ""
+        flags.append(f"one at a time per `{spec.lock.removeprefix('*.')}`{every}")
     if flags:
         lines.append("Notes: " + "; ".join(flags) + ".")
     if spec.checks:  # out-of-band checks (marvin.core.checks), verified before it runs

@@ -7,11 +7,12 @@ against formats whose fixed words it starts with; cost stays flat as the table g
 from __future__ import annotations
 
 import difflib
+import json
 from dataclasses import dataclass, field
 from typing import Any
 
 from marvin.core.grammar import Format, split_pairs
-from marvin.core.params import ParamError
+from marvin.core.params import Pairs, ParamError
 from marvin.core.registry import Command, CommandTable, TableError
 
 __all__ = ["Matcher", "Matched", "Unknown", "Ambiguous", "Invalid", "MatchResult", "bind"]
@@ -78,6 +79,11 @@ class _Node:
 def bind(cmd: Command, values: dict[str, Any]) -> dict[str, Any]:
     """Apply defaults and types to raw values; raise ParamError for the first bad one."""
     unknown = [k for k in values if k not in cmd.params]
+    bag = _bag(cmd)
+    if unknown and bag is not None:
+        # A command with a Pairs parameter passes the other pairs on (e.g. a Jenkins job's).
+        values = _into_bag(bag, values, unknown)
+        unknown = []
     if unknown:
         valid = ", ".join(cmd.params) or "none"
         raise ParamError(unknown[0], f"is not a parameter of {cmd.ref}; valid parameters: {valid}")
@@ -90,6 +96,26 @@ def bind(cmd: Command, values: dict[str, Any]) -> dict[str, Any]:
             out[name] = default if default is None else ptype.convert(name, default)
         else:
             raise ParamError(name, f"is required; expected {ptype.expected()}")
+    return out
+
+
+def _bag(cmd: Command) -> str | None:
+    return next((n for n, p in cmd.params.items() if isinstance(p, Pairs)), None)
+
+
+def _into_bag(bag: str, values: dict[str, Any], extra: list[str]) -> dict[str, Any]:
+    """Move the ``extra`` pairs into parameter ``bag``, after any JSON object given for it
+    (the bag's type then checks the whole)."""
+    given = values.get(bag)
+    if isinstance(given, str):
+        try:
+            given = json.loads(given)
+        except json.JSONDecodeError:
+            pass
+    if given is not None and not isinstance(given, dict):
+        return values  # not an object: the bag's type refuses it, naming it
+    out = {k: v for k, v in values.items() if k not in extra}
+    out[bag] = {**(given or {}), **{k: values[k] for k in extra}}
     return out
 
 

@@ -20,6 +20,7 @@ __all__ = [
     "Choice",
     "Boolean",
     "Json",
+    "Pairs",
     "ENVIRONMENT",
     "VERSION",
     "EXECUTION_ID",
@@ -161,6 +162,46 @@ class Json(Param):
 
     def expected(self) -> str:
         return "a JSON value"
+
+
+@dataclass(frozen=True)
+class Pairs(Param):
+    """The ``key=value`` pairs after a command that are not its own parameters, as a dict:
+    ``run jenkins job deploy-app VERSION=1.2`` gives ``{"VERSION": "1.2"}`` (for commands that
+    pass another system's parameters on, such as a Jenkins job's). At most one per command.
+    Without it, such a pair is an error. A name that is also one of the command's own
+    parameters goes in a JSON object instead: ``parameters={"job": "x"}``. The receiver
+    validates the names and values; this type only bounds them."""
+
+    key_pattern: str = r"[A-Za-z_][A-Za-z0-9_.-]{0,63}"
+    max_pairs: int = 50
+
+    def convert(self, name: str, raw: Any) -> Any:
+        if isinstance(raw, str):
+            try:
+                raw = json.loads(raw)
+            except json.JSONDecodeError:
+                raw = None
+            if not isinstance(raw, dict):
+                raise ParamError(name, 'expected a JSON object such as {"VERSION": "1.2"}')
+        if not isinstance(raw, dict):
+            return raw  # a Python default (None)
+        if len(raw) > self.max_pairs:
+            raise ParamError(name, f"more than {self.max_pairs} pairs")
+        out: dict[str, str] = {}
+        for key, value in raw.items():
+            if not isinstance(key, str) or not re.fullmatch(self.key_pattern, key):
+                raise ParamError(name, f"{_show(key)} is not a valid name")
+            if isinstance(value, (dict, list)) or value is None:
+                raise ParamError(f"{name}.{key}", "expected a single value")
+            text = str(value).lower() if isinstance(value, bool) else str(value)
+            if len(text) > 2000:
+                raise ParamError(f"{name}.{key}", "is longer than 2000 characters")
+            out[key] = text
+        return out
+
+    def expected(self) -> str:
+        return self.help or "NAME=value pairs after the command"
 
 
 def _show(value: Any) -> str:

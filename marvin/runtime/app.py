@@ -384,9 +384,12 @@ class Marvin:
         msg, cmd, ex_id = job.message, job.command, job.execution_id
         if self.second_factor is None:
             reason = "a second factor is required but none is configured"
-        elif self.second_factor(msg, cmd, ex_id, job.cancel_event):
-            return True
         else:
+            result = self.second_factor(msg, cmd, ex_id, job.cancel_event)
+            event = "mfa_approved" if result.approved else "mfa_refused"
+            self.rt.recorder.record(event, job.attempt, execution_id=ex_id, detail=result.detail)
+            if result.approved:
+                return True
             reason = "second factor not approved"
         if not job.claim():
             return False  # a drain or cancel recorded the outcome while the push was pending

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 import structlog
 
+from marvin.config import load_section_owners
 from marvin.core.checks import Verdict, lookup, problems
 from marvin.core.model import Cancelled
 from marvin.core.registry import Command, TableError
@@ -32,9 +33,7 @@ log = structlog.get_logger("marvin.checks")
 
 def validate(table: Iterable[Command]) -> None:
     """Start-up: every check a command names exists and can read what it needs."""
-    from marvin.actions.clients import discover
-
-    discover()  # the action library defines shared checks (e.g. marvin.actions.release)
+    load_section_owners()  # the action library defines shared checks (e.g. marvin.actions.release)
     found: list[str] = []
     for cmd in table:
         found += problems(cmd.ref, cmd.spec.checks, cmd.params)

@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 
 import structlog
 
+from marvin.config import load_section_owners
 from marvin.core.model import User
 from marvin.runtime.audit import Attempt, Recorder
 from marvin.runtime.owner import process_identity
@@ -117,9 +118,7 @@ def run_due(
 ) -> float | None:
     """Run every pending action due by ``now``; returns when the next one is due (or None).
     Uses the runtime's ``store`` (executions, audit, path), ``services`` and ``owner``."""
-    from marvin.actions.clients import discover
-
-    discover()  # the action modules register their kinds on import
+    load_section_owners()  # the action modules register their kinds on import
     dues = DueLog(rt.store.path)
     now = time.time() if now is None else now
     owner = rt.owner or _me()

@@ -7,6 +7,9 @@ its own stacks (``platform-demo01`` and ``api-demo01`` are different CloudFormat
 and ``platform.destroy`` on demo01 may not). Set ``jobs.lock_by_family: false`` to make one
 environment name a single lock across families. A scope that is not one of the command's
 parameters (``lock="jenkins"``) is a single lock of that name, e.g. for a shared backend.
+``lock="*.environment"`` takes the environment's lock across every family: it waits for and
+holds off every family's ``environment`` lock on that value (database migrations: no deploy or
+restore of the environment meanwhile), while those families still do not exclude each other.
 
 Locks live in this process only (one Marvin process owns the store). Ownership across
 processes is ``marvin.runtime.owner``.
@@ -67,11 +70,20 @@ def lock_key(
     """The key a command with ``lock=spec_lock`` takes for these parameter values."""
     if not spec_lock:
         return None
+    every_family = spec_lock.startswith("*.")  # family None: conflicts with every family's
+    scope = spec_lock.removeprefix("*.")
     value = None
-    if spec_lock in command_params:
-        raw = params.get(spec_lock)
+    if scope in command_params:
+        raw = params.get(scope)
         value = "" if raw is None else str(raw).lower()  # names are case-insensitive in chat
-    return LockKey(family if by_family else None, spec_lock, value)
+    return LockKey(family if by_family and not every_family else None, scope, value)
+
+
+def _overlap(a: LockKey, b: LockKey) -> bool:
+    """Same key, or the same scope and value where one of them spans every family."""
+    if a == b:
+        return True
+    return a.scope == b.scope and a.value == b.value and (a.family is None or b.family is None)
 
 
 class LockTable:
@@ -88,7 +100,7 @@ class LockTable:
         """Take ``key`` (returns None) or return who holds it. With ``on_free`` the caller
         also joins the line: ``on_free()`` is called once the lock has passed to it."""
         with self._lock:
-            current = self._held.get(key)
+            current = self._blocker(key)
             if current is None:
                 self._held[key] = holder
                 return None
@@ -104,15 +116,29 @@ class LockTable:
             if current is None or current.execution_id != execution_id:
                 return None
             del self._held[key]
-            line = self._lines.get(key)
-            if not line:
-                self._lines.pop(key, None)
+            # Usually one line (this key's); an every-family key may free several families'.
+            started: list[Callable[[], None]] = []
+            for waiting in [k for k in self._lines if _overlap(k, key)]:
+                line = self._lines[waiting]
+                if self._blocker(waiting) is not None:
+                    continue
+                waiter, on_free = line.popleft()
+                if not line:
+                    del self._lines[waiting]
+                self._held[waiting] = Holder(
+                    waiter.execution_id, waiter.ref, waiter.requester, time.time()
+                )
+                started.append(on_free)
+            if not started:
                 return None
-            waiter, on_free = line.popleft()
-            if not line:
-                del self._lines[key]
-            self._held[key] = Holder(waiter.execution_id, waiter.ref, waiter.requester, time.time())
-            return on_free
+            return started[0] if len(started) == 1 else lambda: [f() for f in started]
+
+    def _blocker(self, key: LockKey) -> Holder | None:
+        """Who holds ``key`` or an overlapping key (caller holds ``_lock``)."""
+        held = self._held.get(key)
+        if held is not None:
+            return held
+        return next((h for k, h in self._held.items() if _overlap(k, key)), None)
 
     def leave(self, key: LockKey, execution_id: str) -> bool:
         """Remove a waiter from the line (cancelled before it ran)."""

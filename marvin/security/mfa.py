@@ -7,9 +7,9 @@ import threading
 
 import structlog
 
+from marvin.core.authz import SecondFactorResult
 from marvin.core.model import Message
 from marvin.core.registry import Command
-from marvin.runtime.audit import Attempt, Recorder
 from marvin.security.duo import DuoPush, DuoStatus
 
 __all__ = ["DuoSecondFactor"]
@@ -25,25 +25,27 @@ _SAY = {
 
 
 class DuoSecondFactor:
-    """A ``core.authz.SecondFactor``; audits the Duo outcome with the user's email."""
+    """A ``core.authz.SecondFactor``: the outcome (and why) goes back to the application,
+    whose one audit recorder records it with the user's email."""
 
-    def __init__(self, push: DuoPush, recorder: Recorder) -> None:
+    def __init__(self, push: DuoPush) -> None:
         self.push = push
-        self.recorder = recorder
 
-    def __call__(self, msg: Message, cmd: Command, ex_id: str, cancelled: threading.Event) -> bool:
+    def __call__(
+        self, msg: Message, cmd: Command, ex_id: str, cancelled: threading.Event
+    ) -> SecondFactorResult:
         try:
             return self._verify(msg, cmd, ex_id, cancelled)
         except Exception as exc:  # never let a bug in here count as an approval
             log.exception("second factor failed", execution_id=ex_id)
-            self._audit("mfa_refused", msg, cmd, ex_id, f"error: {type(exc).__name__}: {exc}")
-            return False
+            return SecondFactorResult(False, f"error: {type(exc).__name__}: {exc}")
 
-    def _verify(self, msg: Message, cmd: Command, ex_id: str, cancelled: threading.Event) -> bool:
+    def _verify(
+        self, msg: Message, cmd: Command, ex_id: str, cancelled: threading.Event
+    ) -> SecondFactorResult:
         user = msg.user
         if not user.email:
-            self._audit("mfa_refused", msg, cmd, ex_id, "no email to derive the Duo username")
-            return False
+            return SecondFactorResult(False, "no email to derive the Duo username")
 
         def status(text: str) -> None:
             if text == "Sent a Duo push":
@@ -54,9 +56,5 @@ class DuoSecondFactor:
                 msg.responder.say(_SAY[text].format(ref=cmd.ref))
 
         result = self.push.verify(user.email, on_status=status, cancelled=cancelled)
-        event = "mfa_approved" if result.status is DuoStatus.ALLOW else "mfa_refused"
-        self._audit(event, msg, cmd, ex_id, f"duo {result.status}: {result.reason}"[:300])
-        return result.allowed
-
-    def _audit(self, event: str, msg: Message, cmd: Command, ex_id: str, detail: str) -> None:
-        self.recorder.record(event, Attempt.of(msg, cmd.ref), execution_id=ex_id, detail=detail)
+        approved = result.status is DuoStatus.ALLOW and result.allowed
+        return SecondFactorResult(approved, f"duo {result.status}: {result.reason}"[:300])

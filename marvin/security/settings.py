@@ -147,10 +147,10 @@ def build_slack_identity(config: Config, slack_client: Any) -> Any:
 
 
 def build_second_factor(
-    config: Config, recorder: Any, env: Mapping[str, str] | None = None
+    config: Config, env: Mapping[str, str] | None = None
 ) -> SecondFactor | None:
-    """``DuoSecondFactor`` (its outcomes audited through ``recorder``), or None when Duo is
-    not enabled (then commands that need MFA are refused: fail closed)."""
+    """``DuoSecondFactor``, or None when Duo is not enabled (then commands that need MFA are
+    refused: fail closed)."""
     from marvin.security.mfa import DuoSecondFactor
 
     env = os.environ if env is None else env
@@ -164,4 +164,4 @@ def build_second_factor(
         duo = DuoConfig(skey=skey, **raw)
     except (TypeError, ValueError) as exc:
         raise config.error("security.duo", str(exc)) from None
-    return DuoSecondFactor(DuoPush(duo), recorder)
+    return DuoSecondFactor(DuoPush(duo))

@@ -14,6 +14,15 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+# What boto3 needs to reach moto, besides AWS_ENDPOINT_URL (for module-scoped fixtures too).
+ENV = {
+    "AWS_ACCESS_KEY_ID": "testing",
+    "AWS_SECRET_ACCESS_KEY": "testing",
+    "AWS_REGION": "us-east-1",
+    "AWS_DEFAULT_REGION": "us-east-1",
+}
+
+
 @pytest.fixture(scope="session")
 def moto_server() -> Iterator[str]:
     from moto.server import ThreadedMotoServer
@@ -33,13 +42,7 @@ def aws_env(moto_server: str, monkeypatch: pytest.MonkeyPatch) -> str:
     import urllib.request
 
     urllib.request.urlopen(f"{moto_server}/moto-api/reset", data=b"").read()
-    for key, value in {
-        "AWS_ENDPOINT_URL": moto_server,
-        "AWS_ACCESS_KEY_ID": "testing",
-        "AWS_SECRET_ACCESS_KEY": "testing",
-        "AWS_REGION": "us-east-1",
-        "AWS_DEFAULT_REGION": "us-east-1",
-    }.items():
+    for key, value in {"AWS_ENDPOINT_URL": moto_server, **ENV}.items():
         monkeypatch.setenv(key, value)
     monkeypatch.delenv("AWS_PROFILE", raising=False)
     return moto_server
