@@ -175,7 +175,9 @@ def _restore_branch(db: Database, poll: float, timeout: float) -> Any:
         snap = db.snapshot["DBSnapshotIdentifier"]
         _restore_copy(bctx.services.rds, db, bctx.execution_id)
         bctx.progress(f"restoring from {snap}")
-        _wait_available(bctx, bctx.services.rds, db.restored, f"restore from {snap}", poll, timeout)
+        _wait_available(
+            bctx, bctx.services.rds, db.restored, f"restoring from {snap}", poll, timeout
+        )
         return db.restored
 
     return branch
