@@ -145,3 +145,20 @@ def test_a_failed_swap_puts_every_database_back(bot, rds_timing, monkeypatch) ->
     assert "marvin:restored-from" not in dbs["demo05-orders"]  # the original is back
     rds = boto3.client("rds")
     assert rds.describe_db_instances(DBInstanceIdentifier="demo05-orders")["DBInstances"]
+
+
+def test_a_cancel_reaches_every_branch_and_removes_the_copies(bot, rds_timing) -> None:  # noqa: ANN001
+    world.make_environment("platform", "demo06", ["orders", "users"])
+    for db in ("orders", "users"):
+        world.snapshot(f"demo06-{db}", f"demo06-{db}-manual")
+    rds_timing.hold.append("demo06-*-restored-*")  # both restores are slow
+    r = bot.send("restore platform environment named demo06", wait=False)
+    deadline = time.monotonic() + 10
+    while len([k for k in world.instances() if "-restored-" in k]) < 2:
+        assert time.monotonic() < deadline, "the restores never started"
+        time.sleep(0.05)
+    bot.send(f"cancel {r.execution_id}")
+    bot.app.wait(r.execution_id, 10)
+    assert bot.app.store.get(r.execution_id)["state"] == "cancelled"
+    assert "Stopped before any swap: demo06 still runs on its databases." in r.said
+    assert set(world.instances()) == {"demo06-orders", "demo06-users"}
