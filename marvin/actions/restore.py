@@ -18,15 +18,21 @@ The previous instances are kept and named in the reply: delete them when no long
 
 from __future__ import annotations
 
-import time
-from dataclasses import dataclass, field
 from typing import Any
 
 from botocore.exceptions import ClientError
 
-from marvin.actions import ActionError, wait_until
+from marvin.actions import ActionError
 from marvin.actions.cloudformation import stack_name
 from marvin.actions.parallel import ParallelFailed, run_parallel
+from marvin.actions.rds_swap import (
+    ROLE_TAG,
+    Database,
+    Shielded,
+    delete_copies,
+    swap_all,
+    wait_available,
+)
 from marvin.config import Setting, declare
 from marvin.core.params import Text
 from marvin.runtime.execution import Cancelled
@@ -50,30 +56,6 @@ declare(
         "timeout": Setting((int, float), 7200, lambda v: v > 0, "seconds > 0"),
     },
 )
-ROLE_TAG = "marvin:restore-role"  # marks Marvin's copies, so they are never taken for the DB
-_BROKEN = {
-    "failed",
-    "incompatible-restore",
-    "incompatible-parameters",
-    "incompatible-network",
-    "restore-error",
-    "storage-full",
-    "inaccessible-encryption-credentials",
-    "deleting",
-}
-
-
-@dataclass
-class Database:
-    name: str  # the short name, e.g. orders
-    instance: dict[str, Any]  # describe_db_instances' entry for <environment>-<name>
-    snapshot: dict[str, Any] = field(default_factory=dict)
-    restored: str = ""
-    previous: str = ""
-
-    @property
-    def id(self) -> str:
-        return str(self.instance["DBInstanceIdentifier"])
 
 
 def restore_environment(ctx: Any, *, family: str, environment: str, snapshot: str | None) -> str:
@@ -93,7 +75,7 @@ def restore_environment(ctx: Any, *, family: str, environment: str, snapshot: st
     try:
         run_parallel(ctx, branches, title=f"Restoring {family} environment {environment}:")
     except (ParallelFailed, Cancelled) as exc:
-        left = _delete_copies(ctx, rds, dbs)
+        left = delete_copies(ctx, rds, dbs)
         if isinstance(exc, Cancelled):
             ctx.reply(f"Stopped before any swap: {environment} still runs on its databases.{left}")
             raise
@@ -101,7 +83,7 @@ def restore_environment(ctx: Any, *, family: str, environment: str, snapshot: st
             f"restore of {family} environment {environment} failed ({exc}). The environment "
             f"still runs on its own databases; nothing was swapped.{left}"
         ) from None
-    _swap_all(_Shielded(ctx), rds, dbs, poll, timeout)
+    swap_all(Shielded(ctx), rds, dbs, poll, timeout)
     lines = [
         f"• {db.name}: from {db.snapshot['DBSnapshotIdentifier']}, taken "
         f"{_when(db.snapshot)}; the previous instance is kept as {db.previous}"
@@ -175,7 +157,7 @@ def _restore_branch(db: Database, poll: float, timeout: float) -> Any:
         snap = db.snapshot["DBSnapshotIdentifier"]
         _restore_copy(bctx.services.rds, db, bctx.execution_id)
         bctx.progress(f"restoring from {snap}")
-        _wait_available(
+        wait_available(
             bctx, bctx.services.rds, db.restored, f"restoring from {snap}", poll, timeout
         )
         return db.restored
@@ -212,125 +194,6 @@ def _restore_copy(rds: Any, db: Database, execution_id: str) -> None:
     except ClientError as exc:
         err = exc.response.get("Error", {})
         raise ActionError(f"RDS refused to restore {db.id}: {err.get('Message', exc)}") from None
-
-
-def _wait_available(ctx: Any, rds: Any, ident: str, what: str, poll: float, timeout: float) -> None:
-    last = {"status": "starting"}
-
-    def check() -> bool | None:
-        try:
-            inst = rds.describe_db_instances(DBInstanceIdentifier=ident)["DBInstances"][0]
-        except ClientError as exc:
-            if exc.response.get("Error", {}).get("Code") != "DBInstanceNotFound":
-                raise
-            return None  # a rename is not visible under the new name at once
-        status = last["status"] = inst["DBInstanceStatus"]
-        if status == "available":
-            return True
-        if status in _BROKEN:
-            raise ActionError(f"{what}: {ident} is {status}")
-        ctx.progress(f"{what}: {status}")
-        return None
-
-    wait_until(ctx, check, every=poll, timeout=timeout, what=lambda: f"{what}: {last['status']}")
-
-
-def _delete_copies(ctx: Any, rds: Any, dbs: list[Database]) -> str:
-    """Delete every restored copy that exists; returns what could not be, for the reply."""
-    left = []
-    for db in dbs:
-        try:
-            rds.delete_db_instance(
-                DBInstanceIdentifier=db.restored,
-                SkipFinalSnapshot=True,
-                DeleteAutomatedBackups=True,
-            )
-            ctx.log.info("deleted restored copy", instance=db.restored)
-        except ClientError as exc:
-            if exc.response.get("Error", {}).get("Code") != "DBInstanceNotFound":
-                ctx.log.warning("could not delete restored copy", instance=db.restored)
-                left.append(db.restored)
-    return f" Left behind (delete by hand): {', '.join(left)}." if left else ""
-
-
-class _Shielded:
-    """The swap's context: progress as usual, but cancel does not cut a rename half-way."""
-
-    def __init__(self, ctx: Any) -> None:
-        self.ctx, self.services, self.log = ctx, ctx.services, ctx.log
-        self.execution_id = ctx.execution_id
-
-    def progress(self, text: str) -> None:
-        self.ctx.progress(text)
-
-    def check(self) -> None:
-        pass
-
-    def sleep(self, seconds: float) -> None:
-        time.sleep(seconds)
-
-
-def _rename(ctx: Any, rds: Any, old: str, new: str, poll: float, timeout: float) -> None:
-    rds.modify_db_instance(
-        DBInstanceIdentifier=old, NewDBInstanceIdentifier=new, ApplyImmediately=True
-    )
-    _wait_available(ctx, rds, new, f"renaming {old} to {new}", poll, timeout)
-
-
-def _swap_all(ctx: Any, rds: Any, dbs: list[Database], poll: float, timeout: float) -> None:
-    touched: list[Database] = []
-    for db in dbs:
-        touched.append(db)
-        try:
-            _rename(ctx, rds, db.id, db.previous, poll, timeout)
-            _rename(ctx, rds, db.restored, db.id, poll, timeout)
-        except (ActionError, ClientError) as exc:
-            reason = str(exc)
-            ctx.log.error("swap failed; rolling back", database=db.id, reason=reason)
-            left = _roll_back(ctx, rds, touched, poll, timeout)
-            left += _delete_copies(ctx, rds, dbs)
-            raise ActionError(
-                f"swapping in the restored {db.id} failed ({reason}); every database was put "
-                f"back, so the environment runs on its previous data.{left}"
-            ) from None
-    for db in dbs:  # only once all are swapped: a rollback must find the tags as they were
-        _retag(rds, db)
-
-
-def _roll_back(ctx: Any, rds: Any, dbs: list[Database], poll: float, timeout: float) -> str:
-    """Undo the swaps made so far, newest first, from what RDS shows now."""
-    left = []
-    for db in reversed(dbs):
-        try:
-            if not _exists(rds, db.previous):
-                continue  # the original was never renamed away
-            if _exists(rds, db.id):  # the restored copy already took the name
-                _rename(ctx, rds, db.id, db.restored, poll, timeout)
-            _rename(ctx, rds, db.previous, db.id, poll, timeout)
-        except (ActionError, ClientError) as exc:
-            ctx.log.error("rollback failed", database=db.id, reason=str(exc))
-            left.append(f"{db.previous} (rename it back to {db.id})")
-    return f" Could not put back: {', '.join(left)}." if left else ""
-
-
-def _exists(rds: Any, ident: str) -> bool:
-    try:
-        rds.describe_db_instances(DBInstanceIdentifier=ident)
-        return True
-    except ClientError as exc:
-        if exc.response.get("Error", {}).get("Code") == "DBInstanceNotFound":
-            return False
-        raise
-
-
-def _retag(rds: Any, db: Database) -> None:
-    """The restored copy is now the database; the old one is marked as Marvin's leftover."""
-    arn = rds.describe_db_instances(DBInstanceIdentifier=db.id)["DBInstances"][0]["DBInstanceArn"]
-    rds.remove_tags_from_resource(ResourceName=arn, TagKeys=[ROLE_TAG])
-    prev = rds.describe_db_instances(DBInstanceIdentifier=db.previous)["DBInstances"][0]
-    rds.add_tags_to_resource(
-        ResourceName=prev["DBInstanceArn"], Tags=[{"Key": ROLE_TAG, "Value": "previous"}]
-    )
 
 
 def _when(snap: dict[str, Any]) -> str:
