@@ -76,7 +76,10 @@ def test_scale_refuses_a_group_of_another_environment_and_audits_it(bot) -> None
     world.make_group("web-loose", None, desired=1, managed=False)
     r = bot.send("scale group web-prod in demo01 to 1")
     assert r.reactions[-1] == "failed"
-    assert "refused: group web-prod tagged environment=prod, not demo01" in r.said[-1]
+    assert (
+        "Refused: group web-prod is tagged environment=prod, not demo01; nothing changed"
+        in r.said[-1]
+    )
     audit = bot.app.store.audit_rows(r.execution_id)
     assert audit[-1]["event"] == "failed" and "environment=prod, not demo01" in audit[-1]["detail"]
     unmanaged = bot.send("scale group web-loose in demo01 to 2")

@@ -64,15 +64,15 @@ def check_group(ctx: Any, group: dict[str, Any], environment: str) -> None:
     key, value = config.get("asg.managed_tag"), config.get("asg.managed_value")
     if tags.get(key) != value:
         ctx.log.warning("refused: group not managed", group=name)
-        raise Refused(f"refused: group {name} is not managed by Marvin (no tag {key}={value})")
+        raise Refused(f"group {name} is not managed by Marvin (no tag {key}={value})")
     env_key = config.get("asg.environment_tag")
     actual = tags.get(env_key)
     if actual != environment:
         ctx.log.warning(
             "refused: environment mismatch", group=name, tagged=actual, asked=environment
         )
-        shown = f"tagged {env_key}={actual}" if actual else f"has no {env_key} tag"
-        raise Refused(f"refused: group {name} {shown}, not {environment}")
+        shown = f"tagged {env_key}={actual}" if actual else f"without an {env_key} tag"
+        raise Refused(f"group {name} is {shown}, not {environment}; nothing changed")
 
 
 def scale_group(ctx: Any, *, group: str, environment: str, count: int) -> ScaleResult:
