@@ -34,7 +34,7 @@ from marvin.core.authz import Refused  # noqa: E402
 from marvin.core.model import User  # noqa: E402
 from marvin.logs import setup_logging  # noqa: E402
 from marvin.security.authorizer import PolicyAuthorizer  # noqa: E402
-from marvin.security.directory import LdapConfig, LdapDirectory  # noqa: E402
+from marvin.security.ldap import LdapConfig, LdapDirectory  # noqa: E402
 from marvin.security.policy import load_policy  # noqa: E402
 from marvin.security.slack_identity import SlackIdentity  # noqa: E402
 from tests.fakes.slack import FakeSlack  # noqa: E402

@@ -1,5 +1,6 @@
 """Marvin: a ChatOps bot for Slack. Command authors need only what is exported here."""
 
+from marvin.core.checks import Verdict, check
 from marvin.core.model import Reply, User
 from marvin.core.params import (
     ENVIRONMENT,
@@ -17,6 +18,8 @@ from marvin.runtime.execution import Cancelled, Context
 
 __all__ = [
     "command",
+    "check",
+    "Verdict",
     "Context",
     "Cancelled",
     "Reply",

@@ -6,23 +6,29 @@ import importlib
 from collections.abc import Callable, Iterable
 from typing import Any
 
+from marvin.actions.clients import Clients
 from marvin.config import Config
-from marvin.core.authz import Authorizer
+from marvin.core.authz import Authorizer, FrontEnd, local_operator
 from marvin.core.loader import load_handlers
 from marvin.core.matcher import Matcher
 from marvin.core.registry import SPEC_ATTR, CommandTable, TableError
 from marvin.core.vocabulary import lint, load_verbs
 from marvin.runtime.app import Marvin
+from marvin.runtime.checks import validate as validate_checks
 from marvin.runtime.jobs import JobSettings
-from marvin.actions.clients import Clients
 from marvin.runtime.store import Store
 from marvin.security import build_authorizer, build_second_factor
 
-__all__ = ["build_table", "build_app", "lint_table"]
+__all__ = ["build_table", "build_app", "lint_table", "load_table", "CONSOLE", "CLI"]
 
 
 # Core modules whose ``HANDLERS`` are built-in commands (help, whoami, jobs, history...).
-BUILTIN_MODULES = ("marvin.builtins.help", "marvin.builtins.jobs", "marvin.builtins.audit")
+BUILTIN_MODULES = (
+    "marvin.builtins.help",
+    "marvin.builtins.jobs",
+    "marvin.builtins.audit",
+    "marvin.builtins.undo",
+)
 
 
 def builtin_handlers() -> list[Callable[..., Any]]:
@@ -45,6 +51,7 @@ def build_table(handlers: Iterable[Callable[..., Any]]) -> CommandTable:
                 )
     table = CommandTable.build([*builtin_handlers(), *handlers])
     Matcher(table).check_examples()
+    validate_checks(table)  # each command's out-of-band checks exist (marvin/runtime/checks.py)
     return table
 
 
@@ -65,10 +72,10 @@ def load_table(config: Config, *, lint_mode: str | None = None) -> tuple[Command
     return table, problems if mode != "off" else []
 
 
-def default_authorizer(config: Config) -> Authorizer:
-    """The policy authorizer from ``security:`` (no Slack identity: the console and CLI
-    operator is trusted by email; the Slack front end calls ``build_authorizer`` itself)."""
-    return build_authorizer(config)
+# The local front ends: the console and ``marvin run``. Whoever starts Marvin on the host names
+# the operator (``--as`` or ``shell.user``); both are command-line channels.
+CONSOLE = FrontEnd("shell", "cli", local_operator)
+CLI = FrontEnd("cli", "cli", local_operator)
 
 
 def build_app(
@@ -76,24 +83,24 @@ def build_app(
     *,
     table: CommandTable | None = None,
     authorizer: Authorizer | None = None,
+    frontends: Iterable[FrontEnd] = (CONSOLE, CLI),
     lint_mode: str | None = None,
 ) -> Marvin:
     deployed = table is None  # the configured command folders, not a test harness table
     if table is None:
         table, _ = load_table(config, lint_mode=lint_mode)
-    authorizer = authorizer or default_authorizer(config)
-    bind = getattr(authorizer, "bind", None)
-    if bind is not None:
-        # The policy must name only commands that exist (checked strictly for the deployed
-        # table; a test harness table only gets warnings, and unmatched commands are refused).
-        bind(table, strict=deployed)
+    authorizer = authorizer or build_authorizer(config)
+    # The policy must name only commands that exist (checked strictly for the deployed
+    # table; a test harness table only gets warnings, and unmatched commands are refused).
+    authorizer.bind(table, strict=deployed)
     app = Marvin(
         table,
         store=Store(config.file("state.sqlite")),
         authorizer=authorizer,
+        frontends=frontends,
         services=Clients(config),
         intake_workers=config.get("jobs.intake_workers"),
         settings=JobSettings.from_config(config),
     )
-    app.second_factor = build_second_factor(config, app)  # None: MFA commands are refused
+    app.second_factor = build_second_factor(config, app.rt.recorder)  # None: MFA refused
     return app

@@ -19,14 +19,15 @@ from typing import Any
 
 import pytest
 
-from marvin.bootstrap import build_app, build_table
+from marvin.bootstrap import CLI, CONSOLE, build_app, build_table
 from marvin.config import DEFAULT_CONFIG, Config, load_config
-from marvin.core.authz import Authorizer, LocalAuthorizer
+from marvin.core.authz import Authorizer, FrontEnd, LocalAuthorizer, Refused
 from marvin.core.loader import handlers_in
 from marvin.core.model import Message, Reply, State, User
+from marvin.frontends.slack.blocks import blocks_for
 from marvin.runtime.app import Marvin, local_user
 
-__all__ = ["Replies", "Bot", "marvin_bot"]
+__all__ = ["Replies", "Bot", "marvin_bot", "TEST_FRONT_END"]
 
 
 @dataclass
@@ -52,8 +53,9 @@ class Replies:
         with self._lock:
             if isinstance(reply, Reply):
                 self.said.append(reply.text)
-                if reply.blocks:
-                    self.blocks.append(reply.blocks)
+                blocks = blocks_for(reply)  # what Slack would be sent
+                if blocks:
+                    self.blocks.append(blocks)
             else:
                 self.said.append(str(reply))
 
@@ -112,13 +114,24 @@ class Bot:
         return replies
 
 
+def _claimed(user: User) -> User:
+    """The harness's resolver: a test names its user by email, so the claim is the identity.
+    Registered only by the harness, never by ``marvin serve``, ``shell`` or ``run``."""
+    if not user.email:
+        raise Refused("I can't tell who you are (no email).", "test user without email")
+    return user
+
+
+TEST_FRONT_END = FrontEnd("test", "cli", _claimed)
+
+
 class TestDirectory:
     """Groups for test users: ``{email: [groups]}``; unknown emails are in no group."""
 
     def __init__(self, groups: dict[str, Iterable[str]]) -> None:
         self.groups = {k.lower(): frozenset(v) for k, v in groups.items()}
 
-    def groups_for(self, email: str) -> frozenset[str]:
+    def groups_for(self, email: str, *, fresh: bool = False) -> frozenset[str]:
         return self.groups.get(email.lower(), frozenset())
 
 
@@ -131,6 +144,7 @@ def make_bot(
     authorizer: Authorizer | None = None,
     config: Config | None = None,
     env: dict[str, str] | None = None,
+    frontends: Iterable[FrontEnd] = (),
 ) -> Bot:
     """A Marvin with only ``handlers`` (and the built-ins). Without ``authorizer``, every
     identified user may run everything, and ``user`` is in ``groups``."""
@@ -142,7 +156,12 @@ def make_bot(
     )
     if authorizer is None:
         authorizer = LocalAuthorizer(TestDirectory({user: groups}))
-    app = build_app(cfg, table=build_table(fns), authorizer=authorizer)
+    app = build_app(
+        cfg,
+        table=build_table(fns),
+        authorizer=authorizer,
+        frontends=[TEST_FRONT_END, CONSOLE, CLI, *frontends],
+    )
     return Bot(app, local_user(user, "test"))
 
 

@@ -15,7 +15,9 @@ from marvin.config import ConfigError, load_config
 from marvin.core.vocabulary import lint
 
 ROOT = Path(__file__).resolve().parent.parent
-VERBS = frozenset({"create", "help", "whoami", "restart", "jobs", "cancel", "history", "status"})
+VERBS = frozenset(
+    {"create", "help", "whoami", "restart", "jobs", "cancel", "history", "status", "undo"}
+)
 
 
 def _write(path: Path, text: str) -> Path:

@@ -11,11 +11,10 @@ import pytest
 from marvin.security.directory import (
     DirectoryConfigError,
     DirectoryUnavailable,
-    LdapConfig,
-    LdapDirectory,
     StaticDirectory,
     UserNotInDirectory,
 )
+from marvin.security.ldap import LdapConfig, LdapDirectory
 from tests.fakes.slapd import Slapd, slapd_fixture  # noqa: F401  (fixture "slapd")
 
 pytestmark = pytest.mark.timeout(60)

@@ -14,6 +14,7 @@ from marvin.config import DEFAULT_CONFIG, load_config
 from marvin.core.authz import LocalAuthorizer
 from marvin.core.model import Message, Reply, User
 from marvin.runtime.execution import Context
+from marvin.testing import TEST_FRONT_END
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -329,7 +330,12 @@ def test_held_back_progress_is_flushed_before_the_result(tmp_path) -> None:  # t
         return "result"
 
     cfg = load_config(DEFAULT_CONFIG, env={"MARVIN_STATE": str(tmp_path / "burst.sqlite")})
-    app = build_app(cfg, table=build_table([burst]), authorizer=LocalAuthorizer())
+    app = build_app(
+        cfg,
+        table=build_table([burst]),
+        authorizer=LocalAuthorizer(),
+        frontends=[TEST_FRONT_END],
+    )
     inbox = Inbox()
     inbox.progress = lambda text: order.append(f"progress:{text}")  # type: ignore[method-assign]
     inbox.say = lambda text: order.append(f"say:{getattr(text, 'text', text)}")  # type: ignore[method-assign]
@@ -376,7 +382,7 @@ def test_recover_marks_dead_processes_executions_interrupted(bot_with, tmp_path)
     dead_pid = int(dead.stdout)
     alive = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
     try:
-        from marvin.runtime.locks import process_identity
+        from marvin.runtime.owner import process_identity
 
         rows = {}
         for name, pid, owner, state in [

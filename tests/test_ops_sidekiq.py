@@ -142,8 +142,9 @@ def test_without_redis_or_processes_it_says_so(
     assert rep.reactions[-1] == "failed"
     assert "no live Sidekiq processes for demo09" in rep.said[-1]
     monkeypatch.setenv("SIDEKIQ_REDIS_PASSWORD", "wrong-password")
-    bot.app.services._built.pop("sidekiq", None)  # a new client reads the new password
-    rep = bot.send("show sidekiq on demo01")
+    (tmp_path / "a").mkdir()
+    wrong = marvin_bot(commands.sidekiq, config=fast_config(tmp_path / "a"))
+    rep = wrong.send("show sidekiq on demo01")
     assert "Sidekiq's Redis for demo01 (127.0.0.1:" in rep.said[-1]
     assert "AuthenticationError" in rep.said[-1] and "wrong-password" not in rep.said[-1]
     monkeypatch.delenv("SIDEKIQ_REDIS_URL")  # Marvin starts without it, and says so at run time

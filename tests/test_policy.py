@@ -107,7 +107,8 @@ def authz(tmp_path: Path, text: str = POLICY) -> PolicyAuthorizer:
 
 
 def user(email: str, source: str = "cli", *groups: str) -> User:
-    return User(id=f"local:{email}", email=email, source=source, groups=frozenset(groups))
+    via = "chat" if source == "slack" else "cli"  # as the chain sets it for those front ends
+    return User(id=f"local:{email}", email=email, source=source, groups=frozenset(groups), via=via)
 
 
 ADMIN = user("admin@example.com", "cli", "ops", "platform-admins", "auditors")
@@ -154,7 +155,7 @@ def test_first_match_wins_even_over_a_later_allow(tmp_path: Path) -> None:
 
 def test_chat_false_refuses_from_slack_and_points_to_the_cli(tmp_path: Path) -> None:
     a = authz(tmp_path)
-    admin_slack = User("U1", "admin@example.com", source="slack", groups=ADMIN.groups)
+    admin_slack = User("U1", "admin@example.com", source="slack", via="chat", groups=ADMIN.groups)
     chat = decide(a, admin_slack, "platform.destroy", environment="prod1")
     assert not chat.allowed
     assert "can't be run from chat" in chat.reason and "marvin run platform.destroy" in chat.reason
@@ -172,7 +173,9 @@ def test_command_flags_are_a_floor(tmp_path: Path) -> None:
     a = authz(tmp_path)
     cli = decide(a, NOBODY, "ops.reboot", host="web1")  # everyone: true, but the flags stay
     assert cli.allowed and cli.mfa and cli.confirm
-    slack = decide(a, User("U2", "guest@example.com", source="slack"), "ops.reboot", host="w")
+    slack = decide(
+        a, User("U2", "guest@example.com", source="slack", via="chat"), "ops.reboot", host="w"
+    )
     assert not slack.allowed and "can't be run from chat" in slack.reason
 
 
@@ -201,7 +204,7 @@ def test_marvin_family_is_reserved() -> None:
 def test_builtins_are_allowed_to_everyone_identified(tmp_path: Path) -> None:
     a = authz(tmp_path, "rules:\n  - {commands: [api.create], groups: [ops]}\n")
     for ref in ("marvin.help", "marvin.whoami", "marvin.history", "marvin.status"):
-        for who in (NOBODY, User("U3", "x@example.com", source="slack")):
+        for who in (NOBODY, User("U3", "x@example.com", source="slack", via="chat")):
             assert a.decide(who, CMD[ref], {}).allowed
             assert a.visible(who, CMD[ref])
     assert {"marvin.jobs", "marvin.cancel"} <= set(CMD)
@@ -212,7 +215,7 @@ def test_visible_follows_the_policy(tmp_path: Path) -> None:
     mine = {c.ref for c in TABLE if a.visible(DEV, c) and c.spec.family != "marvin"}
     assert mine == {"platform.create", "platform.list", "api.create", "ops.reboot"}
     assert not a.visible(NOBODY, CMD["platform.create"])
-    admin_slack = User("U1", "admin@example.com", source="slack", groups=ADMIN.groups)
+    admin_slack = User("U1", "admin@example.com", source="slack", via="chat", groups=ADMIN.groups)
     assert a.visible(ADMIN, CMD["platform.destroy"])  # production, from the CLI
     assert not a.visible(admin_slack, CMD["platform.destroy"])  # never from chat
     assert not a.visible(admin_slack, CMD["ops.reboot"])
@@ -290,7 +293,7 @@ def test_the_shipped_policy_fits_the_shipped_commands(tmp_path: Path) -> None:
     app = build_app(cfg)  # strict: raises if config/rbac.yaml names a missing command
     try:
         assert isinstance(app.authorizer, PolicyAuthorizer)
-        bob = app.authorizer.identify(User("local:bob@example.com", "bob@example.com"))
+        bob = app.identify(User("local:bob@example.com", "bob@example.com", source="cli"))
         create = app.table["platform.create"]
         assert app.authorizer.decide(bob, create, {"environment": "demo01"}).allowed
         prod = app.authorizer.decide(bob, create, {"environment": "production"})

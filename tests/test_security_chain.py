@@ -13,9 +13,10 @@ from slack_sdk import WebClient
 from marvin import Param, command
 from marvin.config import Config, ConfigError, load_config
 from marvin.core.model import User
+from marvin.frontends.slack.serve import front_end
 from marvin.runtime.execution import Context
 from marvin.security import build_authorizer
-from marvin.security.settings import build_directory, build_second_factor
+from marvin.security.settings import build_directory, build_second_factor, build_slack_identity
 from marvin.testing import Bot, Replies
 from tests.fakes.duo import FakeDuo, fake_duo_fixture  # noqa: F401  (fixture "fake_duo")
 from tests.fakes.slack import FakeSlack
@@ -147,7 +148,12 @@ def config(
 @pytest.fixture
 def bot(marvin_bot: Callable[..., Bot], config: Config, slack: FakeSlack) -> Bot:
     client = WebClient(token=slack.bot_token, base_url=slack.api_url, timeout=5)
-    return marvin_bot(*HANDLERS, authorizer=build_authorizer(config, client), config=config)
+    return marvin_bot(
+        *HANDLERS,
+        authorizer=build_authorizer(config),
+        config=config,
+        frontends=[front_end(config, client)],
+    )
 
 
 def on_slack(uid: str, team: str = "T0FAKETEAM") -> User:
@@ -321,7 +327,7 @@ def test_secrets_come_only_from_the_environment(config: Config, monkeypatch: Any
         build_directory(config)
     monkeypatch.delenv("TEST_DUO_SKEY")
     with pytest.raises(ConfigError, match="skey_env: environment variable TEST_DUO_SKEY"):
-        build_second_factor(config, app=None)
+        build_second_factor(config, None)
 
 
 @pytest.mark.parametrize(
@@ -342,7 +348,7 @@ def test_configuration_errors_name_the_key(tmp_path: Path, security: str, messag
     cfg = load_config(path, env={})
     with pytest.raises(ConfigError) as err:
         build_authorizer(cfg)
-        build_second_factor(cfg, app=None)
+        build_second_factor(cfg, None)
     assert message in str(err.value)
 
 
@@ -350,8 +356,8 @@ def test_team_ids_default_to_the_bots_workspace(tmp_path: Path, slack: FakeSlack
     path = write_config(tmp_path, "security:\n  directory: {backend: static}\n")
     (path.parent / "directory.yaml").write_text("users: {}\n")
     client = WebClient(token=slack.bot_token, base_url=slack.api_url, timeout=5)
-    authz = build_authorizer(load_config(path, env={}), client)
-    assert authz.slack_identity.team_ids == {slack.team_id}  # type: ignore[attr-defined]
+    identity = build_slack_identity(load_config(path, env={}), client)
+    assert identity.team_ids == {slack.team_id}
 
 
 def test_refusal_after_users_info_names_the_account_in_the_audit(bot: Bot) -> None:

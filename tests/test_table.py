@@ -6,6 +6,7 @@ import pytest
 
 from marvin import ENVIRONMENT, Choice, Integer, command
 from marvin.bootstrap import build_table
+from marvin.core.authz import LocalAuthorizer
 from marvin.core.loader import load_handlers
 from marvin.core.registry import SPEC_ATTR, TableError
 
@@ -298,22 +299,21 @@ def test_environment_rejects_a_trailing_newline() -> None:
     assert ENVIRONMENT.convert("environment", "demo01") == "demo01"
 
 
-class _FlipAuthorizer:
+class _FlipAuthorizer(LocalAuthorizer):
     """Allows (asking for confirmation) until ``revoked``; refuses ``stranger`` outright."""
 
     def __init__(self) -> None:
-        from marvin.core.authz import LocalAuthorizer
         from marvin.testing import TestDirectory
 
         self.inner = LocalAuthorizer(TestDirectory({"tester@example.com": ["ops"]}))
         self.revoked = False
 
-    def identify(self, user):  # noqa: ANN001, ANN201
+    def identify(self, user, *, fresh=False):  # noqa: ANN001, ANN201
         from marvin.core.authz import Refused
 
         if user.email and user.email.startswith("stranger"):
             raise Refused("You're not from this workspace.")
-        return self.inner.identify(user)
+        return self.inner.identify(user, fresh=fresh)
 
     def decide(self, user, cmd, params):  # noqa: ANN001, ANN201
         from marvin.core.authz import Decision

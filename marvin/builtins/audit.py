@@ -11,11 +11,12 @@ from __future__ import annotations
 import time
 from typing import Any
 
+from marvin.builtins.help import ops
 from marvin.core.model import User
 from marvin.core.params import EXECUTION_ID, Choice, Text
 from marvin.core.registry import command
+from marvin.core.text import age_text
 from marvin.runtime.execution import Context
-from marvin.runtime.locks import age_text
 
 __all__ = ["history_command", "status_command", "HANDLERS"]
 
@@ -26,21 +27,11 @@ SCOPE = Choice(choices=("all", "mine"), help="all: everyone's (auditors only)")
 
 
 def _is_auditor(ctx: Context, user: User) -> bool:
-    check = getattr(ctx.app.authorizer, "is_auditor", None)
-    return bool(check and check(user))
+    return ops(ctx).is_auditor(user)
 
 
 def _audit(ctx: Context, event: str, detail: str, execution_id: str | None = None) -> None:
-    user, msg = ctx.user, ctx.message
-    ctx.app.store.audit(
-        event,
-        execution_id=execution_id,
-        user_id=user.id,
-        email=user.email,
-        channel=msg.channel,
-        ref=ctx.command.ref,
-        detail=detail,
-    )
+    ops(ctx).audit(event, ctx.message, ctx.command.ref, detail=detail, execution_id=execution_id)
 
 
 def _when(ts: float | None, now: float) -> str:
@@ -79,7 +70,7 @@ def history_command(ctx: Context, limit: str | None = None, scope: str | None = 
 
 
 def _history(ctx: Context, count: int, everyone: bool) -> str:
-    rows = ctx.app.store.recent(None if everyone else ctx.user.id, count)
+    rows = ops(ctx).history(None if everyone else ctx.user.id, count)
     if not rows:
         return "No commands yet." if everyone else "You haven't run any commands yet."
     now = time.time()
@@ -104,7 +95,7 @@ def _history(ctx: Context, count: int, everyone: bool) -> str:
 )
 def status_command(ctx: Context, execution: str) -> str:
     ex_id = execution.strip().lower()
-    row = ctx.app.store.get(ex_id)
+    row = ops(ctx).execution(ex_id)
     own = row is not None and row["user_id"] == ctx.user.id
     if row is None or not (own or _is_auditor(ctx, ctx.user)):
         # The same answer for "no such id" and "not yours": ids are not an oracle.
@@ -127,7 +118,7 @@ def status_command(ctx: Context, execution: str) -> str:
         lines.append(f"Finished {_when(row['finished_at'], now)}, after {took:.1f} s")
     if row.get("reason"):
         lines.append(f"Reason: {row['reason']}")
-    trail = ctx.app.store.audit_rows(ex_id)
+    trail = ops(ctx).audit_trail(ex_id)
     if trail:
         lines.append("Audit trail:")
         for a in trail:

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+from marvin.core.facade import Operations
 from marvin.core.help import detail, overview
 from marvin.core.model import Reply
 from marvin.core.registry import command
 from marvin.runtime.execution import Context
 
-__all__ = ["help_command", "whoami", "HANDLERS"]
+__all__ = ["help_command", "whoami", "ops", "HANDLERS"]
 
 
 @command(
@@ -18,8 +19,8 @@ __all__ = ["help_command", "whoami", "HANDLERS"]
     inline=True,
 )
 def help_command(ctx: Context, topic: str | None = None) -> Reply:
-    app = ctx.app
-    mine = [c for c in app.table if app.authorizer.visible(ctx.user, c)]
+    app = ops(ctx)
+    mine = [c for c in app.table if app.visible(ctx.user, c)]
     if topic:
         cmd = app.table.get(topic.strip())
         if cmd is not None and cmd in mine:
@@ -36,12 +37,20 @@ def help_command(ctx: Context, topic: str | None = None) -> Reply:
 )
 def whoami(ctx: Context) -> str:
     user = ctx.user  # already identified by the authoriser before any command runs
-    lines = [f"You are {user.email or 'unknown'} (user id `{user.id}`, via {user.source})."]
+    lines = [
+        f"You are {user.email or 'unknown'} (user id `{user.id}`, "
+        f"via {user.source}, a {user.via} channel)."
+    ]
     lines.append("Groups: " + (", ".join(sorted(user.groups)) or "none"))
-    describe = getattr(ctx.app.authorizer, "describe", None)
-    if describe is not None:
-        lines.extend(describe(user))
+    lines.extend(ops(ctx).describe(user))
     return "\n".join(lines)
+
+
+def ops(ctx: Context) -> Operations:
+    """The application's operations, which the built-ins (all inline) are given."""
+    if ctx.ops is None:
+        raise RuntimeError("built-ins run inline, with the application's operations")
+    return ctx.ops
 
 
 HANDLERS = [help_command, whoami]

@@ -7,10 +7,11 @@ from __future__ import annotations
 
 import time
 
+from marvin.builtins.help import ops
 from marvin.core.params import EXECUTION_ID
 from marvin.core.registry import command
+from marvin.core.text import age_text
 from marvin.runtime.execution import Context
-from marvin.runtime.locks import age_text
 
 __all__ = ["jobs_command", "cancel_command", "HANDLERS"]
 
@@ -25,25 +26,24 @@ _MAX_LINES = 40  # keep the answer within one Slack message
     inline=True,
 )
 def jobs_command(ctx: Context) -> str:
-    live = ctx.app.jobs.live()
+    live = ops(ctx).live()
     if not live:
         return "Nothing is running or queued."
     now = time.time()
     lines = [f"{len(live)} queued or running:"]
     for job in live[:_MAX_LINES]:
         shown = ", ".join(f"{k}={v}" for k, v in job.shown.items() if v is not None)
-        what = f"`{job.execution_id}` {job.command.ref}" + (f" ({shown})" if shown else "")
+        what = f"`{job.execution_id}` {job.ref}" + (f" ({shown})" if shown else "")
         if job.state == "running":
             status = f"running for {age_text(now - (job.started or job.created))}"
         elif job.state == "waiting" and job.lock is not None:
-            holder = ctx.app.jobs.locks.holder(job.lock)
-            held = f" (held by `{holder.execution_id}`)" if holder else ""
-            status = f"waiting {age_text(now - job.created)} for {job.lock.describe()}{held}"
+            held = f" (held by `{job.lock_holder}`)" if job.lock_holder else ""
+            status = f"waiting {age_text(now - job.created)} for {job.lock}{held}"
         elif job.state == "abandoned":
             status = "timed out and abandoned, may still be running"
         else:
             status = f"queued for {age_text(now - job.created)}"
-        if job.cancel_event.is_set() and job.state == "running":
+        if job.stopping and job.state == "running":
             status += ", stopping"
         line = f"• {what} — {job.requester}, {status}"
         if job.progress:
@@ -63,7 +63,7 @@ def jobs_command(ctx: Context) -> str:
     inline=True,
 )
 def cancel_command(ctx: Context, execution: str) -> str:
-    return ctx.app.cancel(execution, ctx.user)
+    return ops(ctx).cancel(execution, ctx.user)
 
 
 HANDLERS = [jobs_command, cancel_command]

@@ -1,20 +1,37 @@
-"""The authorisation hook: who is asking, and may they run this?
+"""The authorization contract: who is asking, through which kind of channel, and may they?
 
-The core calls one ``Authorizer``; the security layer (Slack identity, directory groups,
-policy, Duo) provides the real one. ``LocalAuthorizer`` is the embedded default for the console
-and CLI: it trusts the operator's ``--as`` email and reads groups from the static directory.
+Identity belongs to the front ends (as Starlette's authentication backends do): each registers a
+``FrontEnd`` with its own resolver (Slack: ``users.info``; console and CLI: the local operator;
+the HTTP API: a key's owner) and the channel kind it is (``chat``, ``cli``, ``api``).
+``FrontEnds.resolve`` runs the resolver of the front end a request came through and stamps the
+kind; a request from a front end nobody registered is refused. Authorization is separate: an
+``Authorizer`` adds directory groups and decides by policy, reading ``user.via``, never a front
+end's name. ``LocalAuthorizer`` is the embedded default (every command its own flags allow).
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import threading
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, replace
 from typing import Any, Protocol
 
-from marvin.core.model import User
+from marvin.core.model import VIAS, Message, User, Via
 from marvin.core.registry import Command
 
-__all__ = ["Decision", "Refused", "Authorizer", "LocalAuthorizer", "with_groups"]
+__all__ = [
+    "Decision",
+    "Refused",
+    "Authorizer",
+    "LocalAuthorizer",
+    "FrontEnd",
+    "FrontEnds",
+    "SecondFactor",
+    "local_operator",
+    "with_groups",
+    "via_refusal",
+    "command_vias",
+]
 
 
 class Refused(Exception):
@@ -31,25 +48,106 @@ class Decision:
     reason: str = ""
     mfa: bool = False
     confirm: bool = False
+    checks: tuple[str, ...] = ()  # the deciding rule's out-of-band checks
+
+
+IdentityResolver = Callable[[User], User]
+
+
+@dataclass(frozen=True)
+class FrontEnd:
+    """A way in. ``resolve`` turns the user as the front end saw it into a verified one (or
+    raises ``Refused``); whatever email the incoming ``User`` claims is the resolver's to
+    check or replace. ``fresh``, when given, resolves without any cache (for checks that must
+    see a removal at once)."""
+
+    name: str
+    via: Via
+    resolve: IdentityResolver
+    fresh: IdentityResolver | None = None
+
+    def __post_init__(self) -> None:
+        if self.via not in VIAS:
+            raise ValueError(f"front end {self.name!r}: via must be one of {', '.join(VIAS)}")
+
+
+UNKNOWN_FRONT_END = "I don't know the way this request reached me, so I won't act on it."
+
+
+class FrontEnds:
+    """The registered front ends; frozen once built."""
+
+    def __init__(self, frontends: Iterable[FrontEnd]) -> None:
+        by_name: dict[str, FrontEnd] = {}
+        for fe in frontends:
+            if fe.name in by_name:
+                raise ValueError(f"front end {fe.name!r} is registered twice")
+            by_name[fe.name] = fe
+        self._by_name = by_name
+
+    def __iter__(self):  # type: ignore[no-untyped-def]
+        return iter(self._by_name.values())
+
+    def resolve(self, user: User, *, fresh: bool = False) -> User:
+        fe = self._by_name.get(user.source)
+        if fe is None:  # fail closed: nobody vouches for this user
+            raise Refused(UNKNOWN_FRONT_END, f"unknown front end {user.source!r}")
+        resolver = (fe.fresh or fe.resolve) if fresh else fe.resolve
+        resolved = resolver(user)
+        return replace(resolved, source=fe.name, via=fe.via, groups=frozenset())
+
+
+def local_operator(user: User) -> User:
+    """The console and CLI operator: whoever can start Marvin on this host names themselves
+    with ``--as`` or ``shell.user``; the id ``local:<email>`` carries that choice."""
+    email = user.id.removeprefix("local:") if user.id.startswith("local:") else ""
+    if "@" not in email:
+        raise Refused("I can't tell who you are (no email).", f"not a local operator id: {user.id}")
+    return replace(user, email=email)
+
+
+class SecondFactor(Protocol):
+    def __call__(
+        self, msg: Message, cmd: Command, execution_id: str, cancelled: threading.Event
+    ) -> bool:
+        """True only for an explicit approval (e.g. a Duo push accepted)."""
 
 
 class Authorizer(Protocol):
-    def identify(self, user: User) -> User:
-        """Return the user with email and groups filled in; raise Refused when unknown."""
+    def bind(self, table: Iterable[Command], *, strict: bool = True) -> None:
+        """Validate the policy against the command table (start-up errors when ``strict``)."""
+
+    def identify(self, user: User, *, fresh: bool = False) -> User:
+        """The resolved user with directory groups; raise Refused when unknown. ``fresh``
+        bypasses caches (confirmations, MFA and other sensitive paths)."""
 
     def decide(self, user: User, cmd: Command, params: Mapping[str, Any]) -> Decision:
-        """May ``user`` run ``cmd`` with ``params`` from ``user.source``?"""
+        """May ``user`` run ``cmd`` with ``params`` through ``user.via``?"""
 
     def visible(self, user: User, cmd: Command) -> bool:
         """Whether ``help`` shows ``cmd`` to ``user``."""
 
+    def describe(self, user: User) -> list[str]:
+        """Lines for ``whoami``: what needs a second factor or confirmation, and so on."""
 
-def chat_refusal(cmd: Command) -> Decision:
-    return Decision(
-        False,
-        f"`{cmd.ref}` can't be run from chat. An operator can run it from "
-        f"the command line: `marvin run {cmd.ref} ...`",
-    )
+    def is_auditor(self, user: User) -> bool:
+        """May ``user`` read everyone's history and status?"""
+
+
+def command_vias(cmd: Command) -> frozenset[str]:
+    return frozenset(cmd.spec.via)
+
+
+def via_refusal(cmd: Command, via: str | None, allowed: Iterable[str]) -> Decision:
+    allowed = sorted(set(allowed))
+    if via is None:
+        return Decision(False, "I can't tell how this request reached me, so I won't run it.")
+    if "cli" in allowed:
+        hint = f"An operator can run it from the command line: `marvin run {cmd.ref} ...`"
+    else:
+        hint = "It can be run from: " + ", ".join(allowed) + "."
+    where = "chat" if via == "chat" else f"the {via}"
+    return Decision(False, f"`{cmd.ref}` can't be run from {where}. {hint}")
 
 
 NOT_IN_DIRECTORY = (
@@ -59,13 +157,17 @@ NOT_IN_DIRECTORY = (
 DIRECTORY_DOWN = "I can't check your groups right now; please try again later."
 
 
-def with_groups(user: User, directory: Any) -> User:
+def with_groups(user: User, directory: Any, *, fresh: bool = False) -> User:
     """``user`` with their directory groups; every failure refuses (fails closed). An unknown
     email (the directory raises a ``LookupError``) is told apart from a directory that is down."""
     if not user.email:
         raise Refused("I can't tell who you are (no email).", "no email")
     try:
-        groups = directory.groups_for(user.email)
+        groups = (
+            directory.groups_for(user.email, fresh=True)
+            if fresh
+            else directory.groups_for(user.email)
+        )
     except LookupError:
         raise Refused(
             NOT_IN_DIRECTORY.format(email=user.email), f"not in directory: {user.email}"
@@ -79,22 +181,31 @@ def with_groups(user: User, directory: Any) -> User:
 
 class LocalAuthorizer:
     """Embedded default: groups from a directory, every command allowed that its own flags
-    allow. The security layer (``PolicyAuthorizer``) adds Slack identity and policy."""
+    allow. The security layer (``PolicyAuthorizer``) adds policy."""
 
     def __init__(self, directory: Any = None) -> None:
         self.directory = directory
 
-    def identify(self, user: User) -> User:
+    def bind(self, table: Iterable[Command], *, strict: bool = True) -> None:
+        return None  # no policy to check
+
+    def identify(self, user: User, *, fresh: bool = False) -> User:
         if self.directory is None:
             if not user.email:
                 raise Refused("I can't tell who you are (no email).", "no email")
             return user
-        return with_groups(user, self.directory)
+        return with_groups(user, self.directory, fresh=fresh)
 
     def decide(self, user: User, cmd: Command, params: Mapping[str, Any]) -> Decision:
-        if user.source == "slack" and not cmd.spec.chat:
-            return chat_refusal(cmd)
+        if user.via not in command_vias(cmd):
+            return via_refusal(cmd, user.via, command_vias(cmd))
         return Decision(True, confirm=cmd.spec.confirm, mfa=False)
 
     def visible(self, user: User, cmd: Command) -> bool:
-        return user.source != "slack" or cmd.spec.chat
+        return user.via in command_vias(cmd)
+
+    def describe(self, user: User) -> list[str]:
+        return []
+
+    def is_auditor(self, user: User) -> bool:
+        return False

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
+from marvin.core.checks import lookup
 from marvin.core.grammar import usage
 from marvin.core.model import Reply
 from marvin.core.registry import Command
@@ -11,11 +12,7 @@ from marvin.core.text import split_text
 
 __all__ = ["overview", "detail"]
 
-_MAX_BLOCK_TEXT = 2900  # Slack's limit for a section's text is 3,000 characters
-
-
-def _section(text: str) -> dict:
-    return {"type": "section", "text": {"type": "mrkdwn", "text": text}}
+_MAX_SECTION = 2900  # front ends show sections whole (Slack's limit is 3,000 characters)
 
 
 def overview(commands: Iterable[Command], word: str | None = None) -> Reply:
@@ -28,20 +25,16 @@ def overview(commands: Iterable[Command], word: str | None = None) -> Reply:
     if not groups:
         return Reply(f"No command matches `{word}`. Say `help` for the full list.")
     lines: list[str] = []
-    blocks: list[dict] = []
+    sections: list[str] = []
     for family in sorted(groups):
         body = "\n".join(
             f"• `{c.usage}` — {c.spec.description} _({c.ref})_" for c in groups[family]
         )
         lines.append(f"*{family}*\n{body}")
-        for chunk in split_text(f"*{family}*\n{body}", _MAX_BLOCK_TEXT):
-            blocks.append(_section(chunk))
+        sections.extend(split_text(f"*{family}*\n{body}", _MAX_SECTION))
     tail = "Say `help <command ref>` (e.g. `help platform.create`) for parameters and examples."
     lines.append(tail)
-    blocks.append({"type": "context", "elements": [{"type": "mrkdwn", "text": tail}]})
-    # Slack takes at most 50 blocks a message; past that the text (split by the front end into
-    # several messages) carries everything rather than a silently shortened list.
-    return Reply("\n\n".join(lines), blocks if len(blocks) <= 50 else None)
+    return Reply("\n\n".join(lines), sections=tuple(sections), note=tail)
 
 
 def detail(cmd: Command) -> Reply:
@@ -64,7 +57,7 @@ def detail(cmd: Command) -> Reply:
         for label, on in (
             ("asks for confirmation", spec.confirm),
             ("needs a second factor (Duo)", spec.mfa),
-            ("command line only", not spec.chat),
+            ("command line only", tuple(spec.via) == ("cli",)),
         )
         if on
     ]
@@ -72,6 +65,11 @@ def detail(cmd: Command) -> Reply:
         flags.append(f"one at a time per `{spec.lock}`")
     if flags:
         lines.append("Notes: " + "; ".join(flags) + ".")
+    if spec.checks:  # out-of-band checks (marvin.core.checks), verified before it runs
+        lines.append("Checked before it runs:")
+        for name in spec.checks:
+            found = lookup(name)
+            lines.append(f"• `{name}`: {found[0].description if found else 'not loaded'}")
     lines.append("Examples:")
     lines += [f"• `{e}`" for e in spec.examples]
     lines.append(
@@ -80,4 +78,4 @@ def detail(cmd: Command) -> Reply:
         + "`"
     )
     text = "\n".join(lines)
-    return Reply(text, [_section(c) for c in split_text(text, _MAX_BLOCK_TEXT)])
+    return Reply(text, sections=tuple(split_text(text, _MAX_SECTION)))

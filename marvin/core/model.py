@@ -2,34 +2,49 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 
-__all__ = ["User", "Message", "Reply", "Responder", "State"]
+__all__ = ["User", "Message", "Reply", "Responder", "State", "Via", "VIAS", "JobView"]
 
 State = Literal["accepted", "succeeded", "failed"]
+# The kind of channel a request came through. Policy (``via: [cli]``) and commands
+# (``@command(via=...)``) name these, never a front end.
+Via = Literal["chat", "cli", "api"]
+VIAS: tuple[Via, ...] = ("chat", "cli", "api")
 
 
 @dataclass(frozen=True)
 class User:
     """Who is asking. ``id`` is the stable key (a Slack user ID, or ``local:<email>`` for the
-    console and CLI); ``name`` is for display only and is never used to decide anything."""
+    console and CLI); ``name`` is for display only and is never used to decide anything.
+
+    A front end builds the user as it saw it (``source`` names the front end; any ``email``
+    is a claim). Only the security chain fills ``via`` and ``groups``, after the front end's own
+    identity resolver has replaced the claim with what it verified."""
 
     id: str
     email: str | None
     name: str = ""
-    source: str = "shell"  # slack | shell | cli | test
+    source: str = "shell"  # the front end's registered name
     team_id: str | None = None
     groups: frozenset[str] = frozenset()
+    via: Via | None = None  # set by the chain from the registered front end, never by a claim
     extra: dict[str, Any] = field(default_factory=dict, compare=False, hash=False)
 
 
 @dataclass(frozen=True)
 class Reply:
-    """Text for every front end, plus optional Block Kit blocks for Slack."""
+    """Text for every front end. ``sections`` (chunks of the text) and ``note`` (a footer)
+    let a front end lay it out (Slack: section and context blocks); a command may also pass
+    its own Slack ``blocks``."""
 
     text: str
     blocks: list[dict[str, Any]] | None = None
+    execution_id: str | None = None  # a front end may show it (Slack: a context line)
+    sections: tuple[str, ...] | None = None
+    note: str | None = None
 
 
 class Responder(Protocol):
@@ -48,6 +63,10 @@ class Responder(Protocol):
     def react(self, state: State) -> None:
         """Show the request's state (reactions in Slack)."""
 
+    def confirm(self, prompt: str, on_result: Callable[[bool], None]) -> None:
+        """Ask the requester to confirm; ``on_result(answer)`` is called once, now or later
+        (Slack buttons). A front end that cannot ask answers False at once."""
+
 
 @dataclass(frozen=True)
 class Message:
@@ -58,3 +77,20 @@ class Message:
     thread: str | None = None  # where replies go (Slack thread ts)
     ts: str | None = None
     is_dm: bool = True
+
+
+@dataclass(frozen=True)
+class JobView:
+    """A queued or running execution as the built-ins show it (no runtime internals)."""
+
+    execution_id: str
+    ref: str
+    shown: Mapping[str, Any]  # parameters, secrets redacted
+    requester: str
+    state: str  # queued | waiting | running | abandoned
+    created: float
+    started: float | None
+    lock: str | None  # how people name the lock it holds or waits for
+    lock_holder: str | None  # the execution holding it, when this one waits
+    stopping: bool
+    progress: str | None

@@ -15,6 +15,7 @@ from types import MappingProxyType
 from typing import Any, TypeVar
 
 from marvin.core.grammar import Format, FormatError, compile_format, usage
+from marvin.core.model import VIAS
 from marvin.core.params import Param, Text
 
 __all__ = ["command", "CommandSpec", "Command", "CommandTable", "TableError", "SPEC_ATTR"]
@@ -31,8 +32,9 @@ class TableError(ValueError):
 @dataclass(frozen=True)
 class CommandSpec:
     """What ``@command`` records. Later layers read the flags: security (``confirm``, ``mfa``,
-    ``chat``), jobs (``lock``, ``lock_wait``, ``timeout``) and the front ends (``ack``,
-    ``result``). ``inline`` commands are quick built-ins that answer on the intake thread."""
+    ``via``: the channel kinds it may come through, ``chat=False`` meaning ``via=("cli",)``),
+    jobs (``lock``, ``lock_wait``, ``timeout``) and the front ends (``ack``, ``result``).
+    ``inline`` commands are quick built-ins that answer on the intake thread."""
 
     ref: str
     formats: tuple[str, ...]
@@ -41,13 +43,14 @@ class CommandSpec:
     params: Mapping[str, Param] = field(default_factory=lambda: MappingProxyType({}))
     confirm: bool = False
     mfa: bool = False
-    chat: bool = True
+    via: tuple[str, ...] = VIAS
     lock: str | None = None
     lock_wait: bool = False
     timeout: float | None = None
     ack: str | None = None
     result: str | None = None
     inline: bool = False
+    checks: tuple[str, ...] = ()  # out-of-band checks run before the handler (marvin.core.checks)
 
     @property
     def family(self) -> str:
@@ -81,9 +84,20 @@ def command(
         raise TableError(f"command ref {ref!r} must look like 'family.name' (lowercase)")
     if not formats:
         raise TableError(f"{ref}: at least one format is required")
+    if "chat" in flags:  # the older spelling: chat=False is command line only
+        chat = flags.pop("chat")
+        if not chat:
+            flags.setdefault("via", ("cli",))
+    if "via" in flags:
+        flags["via"] = tuple(flags["via"])
+        bad = [v for v in flags["via"] if v not in VIAS]
+        if bad or not flags["via"]:
+            raise TableError(f"{ref}: via must name some of {', '.join(VIAS)}")
     unknown = set(flags) - {f.name for f in CommandSpec.__dataclass_fields__.values()}
     if unknown or {"ref", "formats", "description", "examples", "params"} & set(flags):
         raise TableError(f"{ref}: unknown option(s) {', '.join(sorted(unknown))}")
+    if isinstance(flags.get("checks"), (list, tuple)):
+        flags["checks"] = tuple(flags["checks"])  # frozen, like the rest of the spec
     spec = CommandSpec(
         ref=ref,
         formats=tuple(formats),
@@ -116,6 +130,13 @@ class Command:
     @property
     def ref(self) -> str:
         return self.spec.ref
+
+    def shown(self, params: Mapping[str, Any]) -> dict[str, Any]:
+        """``params`` as they may be shown (chat, audit, logs): secret values masked."""
+        return {
+            k: ("***" if k in self.params and self.params[k].secret else v)
+            for k, v in params.items()
+        }
 
 
 def _make(spec: CommandSpec, handler: Callable[..., Any]) -> Command:
@@ -200,9 +221,3 @@ class CommandTable:
 
     def __contains__(self, ref: object) -> bool:
         return ref in self._frozen
-
-    def families(self) -> dict[str, list[Command]]:
-        out: dict[str, list[Command]] = {}
-        for cmd in self:
-            out.setdefault(cmd.spec.family, []).append(cmd)
-        return out

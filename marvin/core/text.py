@@ -3,7 +3,7 @@ Block Kit sections and the Slack front end)."""
 
 from __future__ import annotations
 
-__all__ = ["split_text", "summary"]
+__all__ = ["split_text", "summary", "age_text"]
 
 _FENCE = "```"
 
@@ -62,3 +62,13 @@ def summary(text: str, width: int = 300) -> str:
         return ""
     head, tail = lines[0][:width], lines[-1][:width]
     return head if len(lines) == 1 else f"{head}\n…\n{tail}"
+
+
+def age_text(seconds: float) -> str:
+    """A short age for people: ``42 s``, ``7 min``, ``2.5 h``."""
+    seconds = max(0, int(seconds))
+    if seconds < 90:
+        return f"{seconds} s"
+    if seconds < 90 * 60:
+        return f"{round(seconds / 60)} min"
+    return f"{seconds / 3600:.1f} h"

@@ -4,15 +4,12 @@ from __future__ import annotations
 
 import argparse
 import os
-import signal
 import sys
-import threading
-from collections.abc import Callable, Sequence
-from typing import Any
+from collections.abc import Sequence
 
 from marvin.config import ConfigError, load_config
 
-__all__ = ["main", "install_sigterm"]
+__all__ = ["main"]
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -65,51 +62,16 @@ def _slack_configured() -> bool:
 def _shell(config, args) -> int:  # noqa: ANN001
     from marvin.bootstrap import build_app
     from marvin.frontends.console import run_console
+    from marvin.frontends.lifecycle import install_sigterm
     from marvin.runtime.app import local_user
 
     app = build_app(config)
-    app.recover(lambda row: print(row["notice"], flush=True))
+    app.start(lambda row: print(row["notice"], flush=True))  # restarts, maintenance ends
     install_sigterm(app)
     try:
         return run_console(app, local_user(args.as_email or config.get("shell.user")))
     finally:
         app.shutdown(timeout=5)
-
-
-def install_sigterm(
-    app: Any,
-    grace: float | None = None,
-    *,
-    before: Callable[[], None] | None = None,
-    exit_process: Callable[[int], None] = os._exit,
-) -> None:
-    """On SIGTERM: ``before()`` (the Slack front end stops taking events), then
-    ``app.drain(grace)`` (default ``jobs.grace_seconds``), then exit 0. For ``shell`` and
-    ``serve``; call from the main thread.
-
-    The drain runs on its own thread, not in the signal handler: the handler interrupts the
-    main thread wherever it is (perhaps holding a lock the drain needs). The process then
-    leaves with ``os._exit`` because the main thread may be blocked reading stdin or in the
-    Slack client's loop; everything worth keeping is already in the store by then.
-    """
-    started = threading.Event()
-
-    def stop() -> None:
-        try:
-            if before is not None:
-                before()
-            app.drain(grace)
-        finally:
-            sys.stdout.flush()
-            sys.stderr.flush()
-            exit_process(0)
-
-    def on_sigterm(_signum: int, _frame: Any) -> None:
-        if not started.is_set():  # a second SIGTERM does not start a second drain
-            started.set()
-            threading.Thread(target=stop, name="marvin-drain", daemon=True).start()
-
-    signal.signal(signal.SIGTERM, on_sigterm)
 
 
 def _run(config, args) -> int:  # noqa: ANN001
@@ -122,6 +84,8 @@ def _run(config, args) -> int:  # noqa: ANN001
 
     app = build_app(config)
     try:
+        # What fell due while no Marvin ran (a maintenance window's end) happens first.
+        app.run_due(lambda row: print(row["notice"], file=sys.stderr, flush=True))
         cmd = app.table.get(args.ref)
         if cmd is None:
             close = [c.ref for c in app.table if c.spec.family == args.ref.split(".")[0]]
@@ -146,6 +110,8 @@ def _run(config, args) -> int:  # noqa: ANN001
             Message(text=f"run {cmd.ref}", user=user, responder=responder), cmd, params
         )
         if ex_id is None:
+            for job in app.live():  # an inline command (undo) may have started one
+                app.wait(job.execution_id)
             return 0 if not responder.failed else 1
         record = app.wait(ex_id)
         return 0 if record and record["state"] == "succeeded" else 1
@@ -163,7 +129,7 @@ def _commands(config, args) -> int:  # noqa: ANN001
             for f, on in (
                 ("confirm", cmd.spec.confirm),
                 ("mfa", cmd.spec.mfa),
-                ("cli-only", not cmd.spec.chat),
+                ("cli-only", "chat" not in cmd.spec.via),
             )
             if on
         ]
@@ -179,16 +145,14 @@ def _commands(config, args) -> int:  # noqa: ANN001
 
 def _check(config, args) -> int:  # noqa: ANN001
     """Configuration, command table, vocabulary and policy, without starting anything."""
-    from marvin.bootstrap import default_authorizer, load_table
+    from marvin.bootstrap import load_table
+    from marvin.security import build_authorizer
 
     table, problems = load_table(config)
     for problem in problems:
         print(f"lint warning: {problem}", file=sys.stderr)
     try:
-        authorizer = default_authorizer(config)
-        bind = getattr(authorizer, "bind", None)
-        if bind is not None:
-            bind(table, strict=True)
+        build_authorizer(config).bind(table, strict=True)
     except ValueError as exc:  # policy and security settings errors name file and rule
         print(f"marvin: {exc}", file=sys.stderr)
         return 2

@@ -1,43 +1,68 @@
 """The Marvin application: text in, at most one command out, run on Marvin's own pool.
 
 Pipeline for each message (on the intake pool, never the front end's thread):
-normalise -> match -> identify + authorise (hook) -> confirm (hook) -> execution record ->
-admission (per-user cap, lock, queue bound) -> job pool -> handler. Every attempt leaves an
-audit row. Jobs: ``cancel``, ``drain`` (graceful stop) and ``recover`` (after a crash).
+normalise -> match -> identify (the front end's resolver, then directory groups) -> authorise
+-> confirm -> execution record -> admission (per-user cap, lock, queue bound) -> job pool ->
+second factor -> handler. Every attempt leaves an audit row (``marvin.runtime.audit``).
+``Marvin`` implements ``marvin.core.facade.Operations`` for front ends and built-ins.
 """
 
 from __future__ import annotations
 
 import os
 import time
-from collections.abc import Callable, Mapping
-from dataclasses import replace
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, replace
 from typing import Any
 
 import structlog
 
-from marvin.core.authz import Authorizer, LocalAuthorizer, Refused
+from marvin.core.authz import (
+    Authorizer,
+    Decision,
+    FrontEnd,
+    FrontEnds,
+    LocalAuthorizer,
+    Refused,
+)
+from marvin.core.facade import Cancel
 from marvin.core.matcher import Ambiguous, Invalid, Matched, Matcher, Unknown
-from marvin.core.model import Message, User
+from marvin.core.model import JobView, Message, User
 from marvin.core.normalize import normalize
 from marvin.core.registry import Command, CommandTable
-from marvin.runtime import control, execution
+from marvin.runtime import control, due, execution
+from marvin.runtime.audit import Attempt, Recorder
 from marvin.runtime.jobs import BUSY, RESTARTING, Job, JobManager, JobPool, JobSettings, PoolFull
-from marvin.runtime.locks import lock_key, process_identity
-from marvin.runtime.store import Store, redact
+from marvin.runtime.locks import lock_key
+from marvin.runtime.owner import process_identity
+from marvin.runtime.store import Store
 
-__all__ = ["Marvin"]
+__all__ = ["Marvin", "Runtime"]
 
 log = structlog.get_logger("marvin")
 
 
+@dataclass(frozen=True)
+class Runtime:
+    """What executions and control work with: no front end, no authorizer."""
+
+    store: Store
+    jobs: JobManager
+    recorder: Recorder
+    services: Any  # the action library's clients (marvin.actions.clients.Clients)
+    owner: str | None  # this process (pid:start-time), for crash recovery
+
+
 class Marvin:
+    second_factor: Any = None  # a core.authz.SecondFactor; None: MFA commands are refused
+
     def __init__(
         self,
         table: CommandTable,
         *,
         store: Store,
         authorizer: Authorizer | None = None,
+        frontends: Iterable[FrontEnd] = (),
         services: Any = None,
         workers: int = 32,
         queue_size: int = 256,
@@ -46,17 +71,30 @@ class Marvin:
     ) -> None:
         self.table = table
         self.matcher = Matcher(table)
-        self.store = store
         self.authorizer: Authorizer = authorizer or LocalAuthorizer()
-        self.services = services
+        self.frontends = FrontEnds(frontends)
         self.settings = settings or JobSettings(workers=workers, queue=queue_size)
-        self.jobs = JobManager(self.settings)
-        self.pool = self.jobs.pool
+        jobs = JobManager(self.settings)
+        self.rt = Runtime(store, jobs, Recorder(store), services, process_identity(os.getpid()))
         self.intake = JobPool(intake_workers, 4 * self.settings.queue, name="marvin-intake")
         self.notifier = JobPool(1, 256, name="marvin-notify")
-        self.owner = process_identity(os.getpid())  # marks our executions for crash recovery
+        self._due: due.DueScheduler | None = None
 
-    # -- entry points -------------------------------------------------------------------------
+    # The runtime's parts, for bootstrap, tests and benchmarks (front ends and built-ins use
+    # the Operations methods below instead).
+    @property
+    def store(self) -> Store:
+        return self.rt.store
+
+    @property
+    def jobs(self) -> JobManager:
+        return self.rt.jobs
+
+    @property
+    def pool(self) -> JobPool:
+        return self.rt.jobs.pool
+
+    # -- requests -----------------------------------------------------------------------------
 
     def handle(self, msg: Message) -> None:
         """Accept a chat message; returns at once, the work happens on Marvin's pools."""
@@ -67,14 +105,6 @@ class Marvin:
         except RuntimeError:  # shut down
             self._tell(msg, RESTARTING)
 
-    def _tell(self, msg: Message, text: str) -> None:
-        """Answer an overloaded moment from the notifier thread: the caller is a front end's
-        event thread, which a Slack call (with its rate-limit retries) must never hold."""
-        try:
-            self.notifier.submit(lambda: msg.responder.whisper(text))
-        except (PoolFull, RuntimeError):
-            log.warning("dropped a busy notice", user=msg.user.id)
-
     def process(self, msg: Message) -> str | None:
         """Handle a message on the calling thread up to the job pool; returns the execution id."""
         text = normalize(msg.text)
@@ -84,92 +114,168 @@ class Marvin:
         result = self.matcher.match(text)
         if isinstance(result, Matched):
             return self.dispatch(msg, result.command, result.params)
-        ref = result.command.ref if isinstance(result, Invalid) else None
-        event = "unknown" if isinstance(result, Unknown) else "invalid"
         assert isinstance(result, (Unknown, Ambiguous, Invalid))
+        ref = result.command.ref if isinstance(result, Invalid) else None
         try:  # usage lines and suggestions are for people Marvin would answer at all
-            msg = replace(msg, user=self.authorizer.identify(msg.user))
+            msg = replace(msg, user=self.identify(msg.user))
         except Refused as exc:
-            audit = {"ref": ref, "channel": msg.channel, "params": None}
-            return self._refuse(msg, str(exc), exc.log_reason, audit)
-        self.store.audit(
-            event,
-            user_id=msg.user.id,
-            email=msg.user.email,
-            channel=msg.channel,
-            ref=ref,
-            detail=result.message()[:300],
-        )
+            return self._refuse(msg, Attempt.of(msg, ref), str(exc), exc.log_reason)
+        event = "unknown" if isinstance(result, Unknown) else "invalid"
+        self.rt.recorder.record(event, Attempt.of(msg, ref), detail=result.message()[:300])
         msg.responder.whisper(result.message())
         return None
 
     def dispatch(
         self, msg: Message, cmd: Command, params: Mapping[str, Any], *, confirmed: bool = False
     ) -> str | None:
-        """Authorise and start ``cmd``; returns the execution id, or None if refused."""
-        secret = frozenset(n for n, p in cmd.params.items() if p.secret)
-        shown = redact(params, secret)
-        audit = dict(ref=cmd.ref, channel=msg.channel, params=shown)
+        """Authorise and start ``cmd``; returns the execution id, or None if refused. After a
+        confirmation (minutes may have passed) identity and groups are read fresh."""
+        shown = cmd.shown(params)
+        attempt = Attempt.of(msg, cmd.ref, shown)
         try:
-            user = self.authorizer.identify(msg.user)
-            msg = replace(msg, user=user)
-            decision = self.authorizer.decide(user, cmd, params)
+            msg = replace(msg, user=self.identify(msg.user, fresh=confirmed))
+            attempt = Attempt.of(msg, cmd.ref, shown)
+            decision = self.authorizer.decide(msg.user, cmd, params)
         except Refused as exc:
-            return self._refuse(msg, str(exc), exc.log_reason, audit)
+            return self._refuse(msg, attempt, str(exc), exc.log_reason)
         if not decision.allowed:
-            return self._refuse(msg, decision.reason, decision.reason, audit)
+            return self._refuse(msg, attempt, decision.reason, decision.reason)
         if cmd.spec.inline:
             self._inline(msg, cmd, params)
             return None
         if decision.confirm and not confirmed:
-            ask = getattr(msg.responder, "confirm", None)
-            if ask is None:
-                return self._refuse(
-                    msg,
-                    f"`{cmd.ref}` needs confirmation, which this front end "
-                    "can't ask for (with `marvin run`, add --yes).",
-                    "confirmation unavailable",
-                    audit,
-                )
-            self.store.audit("confirm_requested", user_id=user.id, email=user.email, **audit)
+            self.rt.recorder.record("confirm_requested", attempt)
             started: list[str | None] = []  # filled at once when the front end asks in-line
-            ask(
+            msg.responder.confirm(
                 f"Run `{cmd.ref}` with {_describe(shown)}?",
-                lambda ok: started.append(self._confirmed(ok, msg, cmd, params, audit)),
+                lambda ok: started.append(self._confirmed(ok, msg, cmd, params, attempt)),
             )
             return started[0] if started else None
-        return self._start(msg, cmd, params, decision.mfa, audit)
+        return self._start(msg, cmd, params, decision, attempt)
 
-    def wait(self, ex_id: str, timeout: float | None = None) -> dict[str, Any] | None:
+    def identify(self, user: User, *, fresh: bool = False) -> User:
+        """The front end's resolver (an unregistered front end is refused), then groups."""
+        return self.authorizer.identify(self.frontends.resolve(user, fresh=fresh), fresh=fresh)
+
+    def wait(self, execution_id: str, timeout: float | None = None) -> dict[str, Any] | None:
         """Block until an execution ends (for the CLI and tests); returns its record."""
-        job = self.jobs.get(ex_id)
+        job = self.rt.jobs.get(execution_id)
         if job is not None:
             job.done.wait(timeout)
-        return self.store.get(ex_id)
+        return self.rt.store.get(execution_id)
 
-    def cancel(self, ex_id: str, by: User) -> str:
-        """Cancel for the requester or a member of ``jobs.cancel_groups`` (see marvin.control)."""
-        return control.cancel(self, ex_id, by)
+    def call_later(self, delay: float, fn: Callable[[], None]) -> Cancel:
+        return self.rt.jobs.scheduler.call_later(delay, fn).cancel
+
+    def background(self, fn: Callable[[], None]) -> None:
+        self.intake.submit(fn)
+
+    # -- reads for the built-ins ----------------------------------------------------------------
+
+    def decide(self, user: User, cmd: Command, params: Mapping[str, Any]) -> Decision:
+        return self.authorizer.decide(user, cmd, params)
+
+    def visible(self, user: User, cmd: Command) -> bool:
+        return self.authorizer.visible(user, cmd)
+
+    def describe(self, user: User) -> list[str]:
+        return self.authorizer.describe(user)
+
+    def is_auditor(self, user: User) -> bool:
+        return self.authorizer.is_auditor(user)
+
+    def live(self) -> list[JobView]:
+        jobs = self.rt.jobs
+        out = []
+        for job in jobs.live():
+            holder = jobs.locks.holder(job.lock) if job.lock and job.state == "waiting" else None
+            out.append(
+                JobView(
+                    execution_id=job.execution_id,
+                    ref=job.command.ref,
+                    shown=job.shown,
+                    requester=job.requester,
+                    state=job.state,
+                    created=job.created,
+                    started=job.started,
+                    lock=job.lock.describe() if job.lock else None,
+                    lock_holder=holder.execution_id if holder else None,
+                    stopping=job.cancel_event.is_set(),
+                    progress=job.progress,
+                )
+            )
+        return out
+
+    def history(self, user_id: str | None, limit: int) -> list[dict[str, Any]]:
+        return self.rt.store.recent(user_id, limit)
+
+    def execution(self, execution_id: str) -> dict[str, Any] | None:
+        return self.rt.store.get(execution_id)
+
+    def audit_trail(self, execution_id: str) -> list[dict[str, Any]]:
+        return self.rt.store.audit_rows(execution_id)
+
+    def audit(
+        self,
+        event: str,
+        msg: Message,
+        ref: str | None,
+        *,
+        detail: str | None = None,
+        execution_id: str | None = None,
+    ) -> None:
+        self.rt.recorder.record(
+            event, Attempt.of(msg, ref), detail=detail, execution_id=execution_id
+        )
+
+    # -- control ----------------------------------------------------------------------------------
+
+    def cancel(self, execution_id: str, by: User) -> str:
+        """Cancel for the requester or a member of ``jobs.cancel_groups`` (see control)."""
+        return control.cancel(self.rt, execution_id, by)
 
     def drain(self, grace: float | None = None) -> list[str]:
-        """Graceful stop; returns the ids recorded interrupted (see marvin.control)."""
-        return control.drain(self, grace)
+        """Graceful stop; returns the ids recorded interrupted (see control)."""
+        return control.drain(self.rt, grace)
 
     def recover(self, notify: Callable[[dict[str, Any]], None] | None = None) -> list[dict]:
-        """Mark executions of a dead process interrupted and tell requesters (marvin.control)."""
-        return control.recover(self, notify)
+        """Mark executions of a dead process interrupted and tell requesters (control)."""
+        return control.recover(self.rt, notify)
+
+    def start(self, notify: Callable[[dict[str, Any]], None] | None = None) -> list[dict]:
+        """For long-running front ends: ``recover``, then run actions due later (a maintenance
+        window's end) on their own thread, telling requesters through ``notify``."""
+        rows = self.recover(notify)
+        if self._due is None:
+            self._due = due.start(self.rt, notify)
+        return rows
+
+    def run_due(self, notify: Callable[[dict[str, Any]], None] | None = None) -> None:
+        """Once, now: what fell due while no Marvin ran (``marvin run``)."""
+        due.run_due(self.rt, notify)
 
     def shutdown(self, timeout: float | None = None) -> None:
         """Stop: what is still queued or running after ``timeout`` is recorded interrupted."""
-        if self.jobs.live():
+        jobs = self.rt.jobs
+        if self._due is not None:
+            self._due.stop()
+        if jobs.live():
             self.drain(5.0 if timeout is None else timeout)
         else:
-            self.jobs.close()
+            jobs.close()
         self.intake.shutdown(wait=True, timeout=timeout)
         self.notifier.shutdown(wait=True, timeout=timeout)
-        self.jobs.shutdown(timeout=timeout)
+        jobs.shutdown(timeout=timeout)
 
     # -- internals ----------------------------------------------------------------------------
+
+    def _tell(self, msg: Message, text: str) -> None:
+        """Answer an overloaded moment from the notifier thread: the caller is a front end's
+        event thread, which a Slack call (with its rate-limit retries) must never hold."""
+        try:
+            self.notifier.submit(lambda: msg.responder.whisper(text))
+        except (PoolFull, RuntimeError):
+            log.warning("dropped a busy notice", user=msg.user.id)
 
     def _guarded(self, msg: Message) -> None:
         try:
@@ -178,11 +284,9 @@ class Marvin:
             log.exception("message handling failed", user=msg.user.id)
             msg.responder.whisper("Something went wrong on my side; it has been logged.")
 
-    def _refuse(self, msg: Message, text: str, reason: str, audit: dict[str, Any]) -> None:
-        log.info("refused", user=msg.user.id, ref=audit.get("ref"), reason=reason)
-        self.store.audit(
-            "refused", user_id=msg.user.id, email=msg.user.email, detail=reason, **audit
-        )
+    def _refuse(self, msg: Message, attempt: Attempt, text: str, reason: str) -> None:
+        log.info("refused", user=msg.user.id, ref=attempt.ref, reason=reason)
+        self.rt.recorder.record("refused", attempt, detail=reason)
         msg.responder.whisper(text)
         return None
 
@@ -192,10 +296,9 @@ class Marvin:
         msg: Message,
         cmd: Command,
         params: Mapping[str, Any],
-        audit: dict[str, Any],
+        attempt: Attempt,
     ) -> str | None:
-        event = "confirmed" if ok else "cancelled"
-        self.store.audit(event, user_id=msg.user.id, email=msg.user.email, **audit)
+        self.rt.recorder.record("confirmed" if ok else "cancelled", attempt)
         if ok:
             # Minutes may have passed: identity, groups and policy are checked again.
             return self.dispatch(msg, cmd, params, confirmed=True)
@@ -204,9 +307,13 @@ class Marvin:
 
     def _inline(self, msg: Message, cmd: Command, params: Mapping[str, Any]) -> None:
         ctx = execution.Context(
-            execution_id="-", command=cmd, params=params, message=msg, services=self.services
+            execution_id="-",
+            command=cmd,
+            params=params,
+            message=msg,
+            services=self.rt.services,
+            ops=self,  # built-ins read the table, the jobs and the audit trail
         )
-        ctx.app = self  # built-ins (help, whoami, jobs) read the table and the store
         value = cmd.handler(ctx, **params)
         if value is not None:
             msg.responder.say(value)
@@ -216,29 +323,30 @@ class Marvin:
         msg: Message,
         cmd: Command,
         params: Mapping[str, Any],
-        mfa: bool,
-        audit: dict[str, Any],
+        decision: Decision,
+        attempt: Attempt,
     ) -> str | None:
-        user = msg.user
-        ex_id = self.store.create_execution(
+        rt, user = self.rt, msg.user
+        ex_id = rt.store.create_execution(
             ref=cmd.ref,
-            params=audit["params"],
+            params=attempt.params or {},
             user_id=user.id,
             email=user.email,
             channel=msg.channel,
             thread=msg.thread,
             source=user.source,
             pid=os.getpid(),
-            owner=self.owner,
+            owner=rt.owner,
         )
         job = Job(
             ex_id,
             cmd,
             params,
             msg,
-            audit["params"],
+            attempt.params or {},
             timeout=float(cmd.spec.timeout or self.settings.default_timeout),
-            mfa=mfa,
+            mfa=decision.mfa,
+            checks=tuple(dict.fromkeys([*cmd.spec.checks, *decision.checks])),
             lock=lock_key(
                 cmd.spec.lock,
                 cmd.spec.family,
@@ -248,24 +356,12 @@ class Marvin:
             ),
         )
 
-        def admitted() -> None:
-            self.store.audit(
-                "accepted", execution_id=ex_id, user_id=user.id, email=user.email, **audit
-            )
+        def on_admitted() -> None:
+            rt.recorder.record("accepted", attempt, execution_id=ex_id)
 
-        refusal = self.jobs.admit(job, self._run_job, admitted)
+        refusal = rt.jobs.admit(job, self._run_job, on_admitted)
         if refusal is not None:
-            self.store.update(
-                ex_id, state="refused", reason=refusal.reason, finished_at=time.time()
-            )
-            self.store.audit(
-                "refused",
-                execution_id=ex_id,
-                user_id=user.id,
-                email=user.email,
-                detail=refusal.reason,
-                **audit,
-            )
+            rt.recorder.outcome(ex_id, "refused", attempt, refusal.reason, at=time.time())
             log.info("refused", execution_id=ex_id, ref=cmd.ref, reason=refusal.reason)
             msg.responder.whisper(refusal.text)
             return ex_id
@@ -281,31 +377,19 @@ class Marvin:
         """On a job thread: MFA first (so a pending push never blocks other users), then run."""
         if job.mfa and not self._second_factor(job):
             return
-        execution.run(self, job)
-
-    second_factor: Callable[[Message, Command, str], bool] | None = None
+        execution.run(self.rt, job)
 
     def _second_factor(self, job: Job) -> bool:
-        """MFA runs on the job thread so a pending push never blocks other users."""
         msg, cmd, ex_id = job.message, job.command, job.execution_id
         if self.second_factor is None:
             reason = "a second factor is required but none is configured"
-        elif self.second_factor(msg, cmd, ex_id):
+        elif self.second_factor(msg, cmd, ex_id, job.cancel_event):
             return True
         else:
             reason = "second factor not approved"
         if not job.claim():
             return False  # a drain or cancel recorded the outcome while the push was pending
-        self.store.update(ex_id, state="refused", reason=reason, finished_at=time.time())
-        self.store.audit(
-            "refused",
-            execution_id=ex_id,
-            user_id=msg.user.id,
-            email=msg.user.email,
-            channel=msg.channel,
-            ref=cmd.ref,
-            detail=reason,
-        )
+        self.rt.recorder.outcome(ex_id, "refused", job.attempt, reason, at=time.time())
         msg.responder.whisper(f"`{cmd.ref}` was not run: {reason}.")
         msg.responder.react("failed")
         return False

@@ -1,49 +1,55 @@
 """Controlling executions after they started: cancel one, drain on SIGTERM, recover after a
-crash. Kept apart from ``marvin.app``'s request pipeline; ``Marvin`` delegates here."""
+crash. Kept apart from the request pipeline (``marvin.runtime.app``), which delegates here."""
 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Callable, Mapping
+from typing import TYPE_CHECKING, Any
 
 import structlog
 
 from marvin.core.model import User
 from marvin.runtime import execution
-from marvin.runtime.locks import interrupted_notice, orphaned
+from marvin.runtime.audit import Attempt
+from marvin.runtime.owner import orphaned
+
+if TYPE_CHECKING:
+    from marvin.runtime.app import Runtime
 
 __all__ = ["cancel", "drain", "recover"]
 
 log = structlog.get_logger("marvin")
 
 
-def cancel(app: Any, ex_id: str, by: User) -> str:
+def cancel(rt: Runtime, ex_id: str, by: User) -> str:
     """Cancel for the requester or a member of ``jobs.cancel_groups``; returns the answer
     for the person asking. Queued: removed before it runs. Running: cooperative."""
     ex_id = ex_id.strip().lower()
-    job = app.jobs.get(ex_id)
+    job = rt.jobs.get(ex_id)
     if job is None:
-        row = app.store.get(ex_id)
+        row = rt.store.get(ex_id)
         if row is None:
             return f"I don't know an execution `{ex_id}`. Say `jobs` to see what is running."
         return f"`{ex_id}` ({row['ref']}) is not running: it {row['state'].replace('_', ' ')}."
     who = by.email or by.id
     own = by.id == job.user_id or bool(by.email and by.email.lower() == job.requester.lower())
-    groups = app.settings.cancel_groups
-    audit = dict(execution_id=ex_id, user_id=by.id, email=by.email, ref=job.command.ref)
+    groups = rt.jobs.settings.cancel_groups
+    asker = Attempt(by, job.command.ref, job.message.channel)
     if not own and not (groups & {g.lower() for g in by.groups}):
-        app.store.audit("cancel_refused", **audit, detail=f"requested by {job.requester}")
+        rt.recorder.record(
+            "cancel_refused", asker, execution_id=ex_id, detail=f"requested by {job.requester}"
+        )
         extra = f" or members of {', '.join(sorted(groups))}" if groups else ""
         return (
             f"`{ex_id}` ({job.command.ref}) was started by {job.requester}; only they{extra} "
             "can cancel it."
         )
-    app.store.audit("cancel_requested", **audit)
-    stage = app.jobs.withdraw(job, by=who)
+    rt.recorder.record("cancel_requested", asker, execution_id=ex_id)
+    stage = rt.jobs.withdraw(job, by=who)
     if stage == "removed":
         execution.finish(
-            app,
+            rt,
             job,
             "cancelled",
             execution.cancelled_text(job, started=False),
@@ -60,26 +66,26 @@ def cancel(app: Any, ex_id: str, by: User) -> str:
     return f"Asked `{ex_id}` ({job.command.ref}) to stop; its thread will say when it has."
 
 
-def drain(app: Any, grace: float | None = None) -> list[str]:
+def drain(rt: Runtime, grace: float | None = None) -> list[str]:
     """Graceful stop: refuse new commands, withdraw queued ones, give running ones
     ``grace`` seconds (default ``jobs.grace_seconds``), then record the rest interrupted.
     Returns the ids recorded interrupted. Handlers still running are asked to stop."""
-    grace = app.settings.grace_seconds if grace is None else grace
+    grace = rt.jobs.settings.grace_seconds if grace is None else grace
     out: list[str] = []
-    for job in app.jobs.close():
+    for job in rt.jobs.close():
         text = (
             f"I'm restarting: `{job.execution_id}` ({job.command.ref}) had not started and "
             "will not run. Please ask again in a minute."
         )
-        if execution.finish(app, job, "interrupted", text, "Marvin stopped before it ran"):
+        if execution.finish(rt, job, "interrupted", text, "Marvin stopped before it ran"):
             out.append(job.execution_id)
-    for job in app.jobs.wait_idle(grace):
+    for job in rt.jobs.wait_idle(grace):
         text = (
             f"I'm restarting and `{job.execution_id}` ({job.command.ref}) was still running "
             f"after {grace:g} s, so it was interrupted part-way. Check what it changed "
             "before retrying."
         )
-        if execution.finish(app, job, "interrupted", text, "Marvin stopped while it ran"):
+        if execution.finish(rt, job, "interrupted", text, "Marvin stopped while it ran"):
             out.append(job.execution_id)
         job.cancel_event.set()
     if out:
@@ -87,34 +93,28 @@ def drain(app: Any, grace: float | None = None) -> list[str]:
     return out
 
 
-def recover(app: Any, notify: Callable[[dict[str, Any]], None] | None = None) -> list[dict]:
+def recover(rt: Runtime, notify: Callable[[dict[str, Any]], None] | None = None) -> list[dict]:
     """At start-up: executions a dead Marvin process left queued or running are recorded
     ``interrupted``; ``notify(row)`` tells each requester (``row["notice"]`` is the text;
     ``row["channel"]``/``row["thread"]`` say where). Returns those rows."""
     out = []
-    for row in app.store.in_states("queued", "running"):
-        if app.jobs.get(row["id"]) is not None or not orphaned(row, app.owner):
+    for row in rt.store.in_states("queued", "running"):
+        if rt.jobs.get(row["id"]) is not None or not orphaned(row, rt.owner):
             continue
         was = row["state"]
         reason = f"Marvin (pid {row['pid']}) stopped while it was {was}"
-        if not app.store.transition(
+        who = User(row["user_id"], row["email"], source=row["source"])
+        attempt = Attempt(who, row["ref"], row["channel"], row["params"])
+        if not rt.recorder.outcome(
             row["id"],
-            ("queued", "running"),
-            state="interrupted",
-            reason=reason,
-            finished_at=time.time(),
+            "interrupted",
+            attempt,
+            reason,
+            at=time.time(),
+            only_from=("queued", "running"),
         ):
             continue  # someone else recorded it first
-        app.store.audit(
-            "interrupted",
-            execution_id=row["id"],
-            user_id=row["user_id"],
-            email=row["email"],
-            channel=row["channel"],
-            ref=row["ref"],
-            detail=reason,
-        )
-        fresh = app.store.get(row["id"]) or row
+        fresh = rt.store.get(row["id"]) or row
         fresh["notice"] = interrupted_notice(fresh, was)
         out.append(fresh)
         if notify is not None:
@@ -125,3 +125,13 @@ def recover(app: Any, notify: Callable[[dict[str, Any]], None] | None = None) ->
     if out:
         log.warning("recovered interrupted executions", ids=[r["id"] for r in out])
     return out
+
+
+def interrupted_notice(row: Mapping[str, Any], was: str) -> str:
+    head = f"`{row['id']}` ({row['ref']}, asked by {row['email'] or row['user_id']})"
+    if was == "running":
+        return (
+            f"I restarted while {head} was running, so it was interrupted part-way. "
+            "Check what it changed before retrying."
+        )
+    return f"I restarted before {head} started; it did not run. Ask again if you still need it."

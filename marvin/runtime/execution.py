@@ -22,10 +22,13 @@ from typing import TYPE_CHECKING, Any
 
 import structlog
 
+from marvin.core.facade import Operations
 from marvin.core.model import Message, Reply, User
 from marvin.core.registry import Command
+from marvin.runtime import checks
 
 if TYPE_CHECKING:
+    from marvin.runtime.app import Runtime
     from marvin.runtime.jobs import Job, Scheduler, Timer
 
 __all__ = ["Context", "Cancelled", "render", "run", "finish", "cancelled_text"]
@@ -55,7 +58,6 @@ class Context:
     """What a handler receives first: ``ctx.reply()``, ``ctx.progress()``, ``ctx.log``..."""
 
     PROGRESS_INTERVAL = 2.0  # Slack edits are rate limited; one update per 2 s is plenty
-    app: Any = None  # set for built-ins only: they read the table and the store
 
     def __init__(
         self,
@@ -68,8 +70,10 @@ class Context:
         cancel_event: threading.Event | None = None,
         scheduler: Scheduler | None = None,
         on_progress: Callable[[str], None] | None = None,
+        ops: Operations | None = None,
     ) -> None:
         self.execution_id = execution_id
+        self.ops = ops  # built-ins only: the application's declared operations
         self.command = command
         self.params = dict(params)
         self.message = message
@@ -155,15 +159,21 @@ class Context:
         if self.cancel_event.wait(seconds):
             raise Cancelled(self.execution_id)
 
+    def record_undo(self, **data: Any) -> None:
+        """Record how to undo this execution (hook; the mechanism is marvin.runtime.undo)."""
+        from marvin.runtime.undo import record_undo
 
-def run(app: Any, job: Job) -> None:
+        record_undo(self, **data)
+
+
+def run(rt: Runtime, job: Job) -> None:
     """Run one accepted execution on the current (job) thread and report the outcome. Every
     log line on this thread meanwhile carries the execution id, ref and user."""
     with structlog.contextvars.bound_contextvars(
         execution_id=job.execution_id, ref=job.command.ref, user=job.message.user.id
     ):
         try:
-            _run(app, job)
+            _execute(rt, job)
         except Exception as exc:
             # Marvin's own failure around the handler (e.g. the store): still one recorded
             # outcome, so nothing stays "queued" or "running" until the next restart.
@@ -171,66 +181,72 @@ def run(app: Any, job: Job) -> None:
             reason = f"internal error: {type(exc).__name__}"
             text = f"`{job.command.ref}` failed (`{job.execution_id}`): {reason}"
             try:
-                finish(app, job, "failed", text, reason)
+                finish(rt, job, "failed", text, reason)
             except Exception:
                 log.exception("could not record the failure")
 
 
-def _run(app: Any, job: Job) -> None:
+def _execute(rt: Runtime, job: Job) -> None:
     cmd, params, msg, ex_id = job.command, job.params, job.message, job.execution_id
-    store = app.store
+    store = rt.store
     ctx = Context(
         execution_id=ex_id,
         command=cmd,
         params=params,
         message=msg,
-        services=app.services,
+        services=rt.services,
         cancel_event=job.cancel_event,
-        scheduler=app.jobs.scheduler,
+        scheduler=rt.jobs.scheduler,
         on_progress=lambda text: store.update(ex_id, progress=text[:1000]),
     )
     job.ctx = ctx
     if ctx.cancelled:  # cancelled in the instant between leaving the queue and starting
-        finish(app, job, "cancelled", cancelled_text(job, started=False), "cancelled")
+        finish(rt, job, "cancelled", cancelled_text(job, started=False), "cancelled")
         return
     store.update(ex_id, state="running", started_at=time.time())
     ctx.log.info("execution started")
     watch = None
     if job.timeout > 0:
-        watch = app.jobs.scheduler.call_later(job.timeout, lambda: _time_out(app, job))
+        watch = rt.jobs.scheduler.call_later(job.timeout, lambda: _time_out(rt, job))
     try:
+        # Out-of-band checks (marvin/runtime/checks.py), just before the handler: after any
+        # confirmation or second factor. On a refusal the outcome is recorded already.
+        if not checks.passed(rt, job, ctx):
+            return
         if cmd.spec.ack:
             msg.responder.say(render(cmd.spec.ack, params, ex_id))
         value = cmd.handler(ctx, **params)
     except Exception as exc:
         if job.timed_out:
-            finish(app, job, "timed_out", _timeout_text(job), f"timed out after {job.timeout:g} s")
+            finish(rt, job, "timed_out", _timeout_text(job), f"timed out after {job.timeout:g} s")
         elif isinstance(exc, Cancelled) or ctx.cancelled:
-            finish(app, job, "cancelled", cancelled_text(job, started=True), "cancelled")
+            finish(rt, job, "cancelled", cancelled_text(job, started=True), "cancelled")
         else:
             ctx.log.exception("execution failed")
-            reason = _without_secrets(f"{type(exc).__name__}: {exc}", cmd, params)[:500]
-            finish(app, job, "failed", f"`{cmd.ref}` failed (`{ex_id}`): {reason}", reason)
+            reason = without_secrets(f"{type(exc).__name__}: {exc}", cmd, params)[:500]
+            finish(rt, job, "failed", f"`{cmd.ref}` failed (`{ex_id}`): {reason}", reason)
         return
     finally:
         if watch is not None:
             watch.cancel()
     if isinstance(value, Reply):
-        blocks = value.blocks and [
-            *value.blocks,
-            {"type": "context", "elements": [{"type": "mrkdwn", "text": f"`{ex_id}`"}]},
-        ]
-        text: str | Reply = Reply(f"{value.text} (`{ex_id}`)", blocks)
+        text: str | Reply = Reply(f"{value.text} (`{ex_id}`)", value.blocks, execution_id=ex_id)
     else:
         body = (
             str(value) if value is not None else render(cmd.spec.result or "Done.", params, ex_id)
         )
         text = f"{body} (`{ex_id}`)"
-    finish(app, job, "succeeded", text, None)
+    finish(rt, job, "succeeded", text, None)
 
 
 def finish(
-    app: Any, job: Job, state: str, text: str | Reply, reason: str | None, *, abandon: bool = False
+    rt: Runtime,
+    job: Job,
+    state: str,
+    text: str | Reply,
+    reason: str | None,
+    *,
+    abandon: bool = False,
 ) -> bool:
     """Record the one outcome of ``job`` and tell the requester; False if already recorded."""
     if not job.claim():
@@ -239,21 +255,12 @@ def finish(
     if ctx is not None:
         ctx.flush_progress()  # the last progress comes before the result, never after
         ctx.close()
-    app.store.update(job.execution_id, state=state, reason=reason, finished_at=time.time())
-    app.store.audit(
-        state,
-        execution_id=job.execution_id,
-        user_id=msg.user.id,
-        email=msg.user.email,
-        channel=msg.channel,
-        ref=job.command.ref,
-        detail=reason,
-    )
+    rt.recorder.outcome(job.execution_id, state, job.attempt, reason, at=time.time())
     log.info("execution finished", execution_id=job.execution_id, ref=job.command.ref, state=state)
     if abandon:
-        app.jobs.abandon(job)
+        rt.jobs.abandon(job)
     else:
-        app.jobs.release(job, forget=False)  # free the lock before the requester reads this
+        rt.jobs.release(job, forget=False)  # free the lock before the requester reads this
     try:
         msg.responder.say(text)
         msg.responder.react("succeeded" if state == "succeeded" else "failed")
@@ -261,7 +268,7 @@ def finish(
         log.exception("could not deliver the result", execution_id=job.execution_id)
     job.done.set()
     if not abandon:
-        app.jobs.release(job)  # out of the live table only now: wait() sees it until here
+        rt.jobs.release(job)  # out of the live table only now: wait() sees it until here
     return True
 
 
@@ -276,17 +283,17 @@ def _timeout_text(job: Job) -> str:
     return f"`{job.command.ref}` timed out after {job.timeout:g} s (`{job.execution_id}`)."
 
 
-def _time_out(app: Any, job: Job) -> None:
+def _time_out(rt: Runtime, job: Job) -> None:
     """At the deadline: ask the handler to stop, and give it ``cancel_grace`` to do so."""
     if job.finished:
         return
     job.timed_out = True
     log.warning("execution timed out; asking it to stop", execution_id=job.execution_id)
     job.cancel_event.set()
-    app.jobs.scheduler.call_later(app.jobs.settings.cancel_grace, lambda: _abandon(app, job))
+    rt.jobs.scheduler.call_later(rt.jobs.settings.cancel_grace, lambda: _abandon(rt, job))
 
 
-def _abandon(app: Any, job: Job) -> None:
+def _abandon(rt: Runtime, job: Job) -> None:
     if job.finished:
         return
     log.error(
@@ -299,10 +306,10 @@ def _abandon(app: Any, job: Job) -> None:
         "still be changing things, so check before retrying."
     )
     reason = f"timed out after {job.timeout:g} s; ignored cancellation, abandoned"
-    finish(app, job, "timed_out", text, reason, abandon=True)
+    finish(rt, job, "timed_out", text, reason, abandon=True)
 
 
-def _without_secrets(text: str, cmd: Command, params: Mapping[str, Any]) -> str:
+def without_secrets(text: str, cmd: Command, params: Mapping[str, Any]) -> str:
     """An exception may quote its arguments; a secret parameter's value must not reach chat,
     the store or the audit that way."""
     for name, ptype in cmd.params.items():

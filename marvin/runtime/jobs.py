@@ -11,12 +11,13 @@ import threading
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import structlog
 
 from marvin.core.model import Message
 from marvin.core.registry import Command
+from marvin.runtime.audit import Attempt
 from marvin.runtime.locks import Holder, LockKey, LockTable
 from marvin.runtime.pool import JobPool, PoolFull, Scheduler, Timer
 
@@ -30,6 +31,9 @@ __all__ = [
     "JobSettings",
     "Refusal",
 ]
+
+if TYPE_CHECKING:
+    from marvin.runtime.execution import Context
 
 log = structlog.get_logger("marvin.jobs")
 
@@ -83,12 +87,13 @@ class Job:
     shown: Mapping[str, Any]  # parameters with secrets redacted, for listings
     timeout: float
     mfa: bool = False
+    checks: tuple[str, ...] = ()  # out-of-band checks to pass before the handler runs
     lock: LockKey | None = None
     created: float = field(default_factory=time.time)
     state: str = "queued"  # queued | waiting (for its lock) | running | abandoned
     started: float | None = None
     blocked_by: Holder | None = None
-    ctx: Any = None  # the execution.Context once it runs
+    ctx: Context | None = None  # once it runs
     thread: threading.Thread | None = None
     cancel_event: threading.Event = field(default_factory=threading.Event)
     done: threading.Event = field(default_factory=threading.Event)
@@ -107,7 +112,11 @@ class Job:
 
     @property
     def progress(self) -> str | None:
-        return getattr(self.ctx, "latest_progress", None)
+        return self.ctx.latest_progress if self.ctx is not None else None
+
+    @property
+    def attempt(self) -> Attempt:
+        return Attempt.of(self.message, self.command.ref, self.shown)
 
     @property
     def finished(self) -> bool:

@@ -9,13 +9,11 @@ environment name a single lock across families. A scope that is not one of the c
 parameters (``lock="jenkins"``) is a single lock of that name, e.g. for a shared backend.
 
 Locks live in this process only (one Marvin process owns the store). Ownership across
-processes is the store's ``pid``/``owner`` columns: at start-up, executions whose owner process
-is gone are recorded interrupted (``Marvin.recover``), so nothing stays "running" forever.
+processes is ``marvin.runtime.owner``.
 """
 
 from __future__ import annotations
 
-import os
 import threading
 import time
 from collections import deque
@@ -23,14 +21,13 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from marvin.core.text import age_text
+
 __all__ = [
     "LockKey",
     "Holder",
     "LockTable",
     "lock_key",
-    "orphaned",
-    "process_identity",
-    "interrupted_notice",
 ]
 
 
@@ -57,15 +54,6 @@ class Holder:
     def describe(self, now: float | None = None) -> str:
         age = age_text((now or time.time()) - self.since)
         return f"`{self.execution_id}` {self.ref} by {self.requester}, {age} ago"
-
-
-def age_text(seconds: float) -> str:
-    seconds = max(0, int(seconds))
-    if seconds < 90:
-        return f"{seconds} s"
-    if seconds < 90 * 60:
-        return f"{round(seconds / 60)} min"
-    return f"{seconds / 3600:.1f} h"
 
 
 def lock_key(
@@ -143,51 +131,3 @@ class LockTable:
     def holder(self, key: LockKey) -> Holder | None:
         with self._lock:
             return self._held.get(key)
-
-
-# -- ownership across processes (crash recovery) -------------------------------------------
-
-
-def orphaned(row: Mapping[str, Any], owner: str | None) -> bool:
-    """Left behind by a process that is gone: not ours, and its pid is dead or now belongs to
-    another process (a container restarted as pid 1 again has a different start time)."""
-    if row.get("owner") is not None and row.get("owner") == owner:
-        return False
-    pid = row.get("pid")
-    if pid is None or pid == os.getpid():
-        return True
-    alive = process_identity(pid)
-    if alive is None:
-        return False if row.get("owner") is None and _pid_exists(pid) else True
-    return row.get("owner") is not None and alive != row["owner"]
-
-
-def process_identity(pid: int) -> str | None:
-    """``pid:start-time`` of a live process from /proc (so a reused pid does not pass for the
-    process that had it before); None if it is gone, a zombie, or /proc is not available."""
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            fields = f.read().rsplit(")", 1)[1].split()
-    except (OSError, IndexError):
-        return None
-    return None if fields[0] in ("Z", "X") else f"{pid}:{fields[19]}"
-
-
-def _pid_exists(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
-def interrupted_notice(row: Mapping[str, Any], was: str) -> str:
-    head = f"`{row['id']}` ({row['ref']}, asked by {row['email'] or row['user_id']})"
-    if was == "running":
-        return (
-            f"I restarted while {head} was running, so it was interrupted part-way. "
-            "Check what it changed before retrying."
-        )
-    return f"I restarted before {head} started; it did not run. Ask again if you still need it."

@@ -17,7 +17,7 @@ from typing import Any
 
 import structlog
 
-__all__ = ["Store", "new_execution_id", "TERMINAL", "redact"]
+__all__ = ["Store", "new_execution_id", "TERMINAL"]
 
 log = structlog.get_logger("marvin.audit")
 
@@ -64,15 +64,38 @@ MIGRATIONS: list[str] = [
     """
     ALTER TABLE executions ADD COLUMN owner TEXT;
     """,
+    # 3: undo records (marvin.runtime.undo) and actions due later (marvin.runtime.due).
+    """
+    CREATE TABLE undo (
+        execution_id TEXT PRIMARY KEY,
+        ref TEXT NOT NULL,
+        target TEXT NOT NULL,
+        before TEXT NOT NULL,
+        after TEXT NOT NULL,
+        summary TEXT,
+        created_at REAL NOT NULL,
+        undone_by TEXT,
+        undone_at REAL
+    );
+    CREATE TABLE due (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        kind TEXT NOT NULL,
+        payload TEXT NOT NULL,
+        due_at REAL NOT NULL,
+        execution_id TEXT,
+        state TEXT NOT NULL,
+        claimed_by TEXT,
+        created_at REAL NOT NULL,
+        finished_at REAL,
+        outcome TEXT
+    );
+    CREATE INDEX due_pending ON due(state, due_at);
+    """,
 ]
 
 
 def new_execution_id() -> str:
     return "ex-" + secrets.token_hex(3)
-
-
-def redact(params: Mapping[str, Any], secret_names: frozenset[str] = frozenset()) -> dict:
-    return {k: ("***" if k in secret_names else v) for k, v in params.items()}
 
 
 class Store:
@@ -99,10 +122,6 @@ class Store:
             self._db.executescript("BEGIN;" + MIGRATIONS[n] + ";COMMIT;")
             self._db.execute("DELETE FROM schema_version")
             self._db.execute("INSERT INTO schema_version VALUES (?)", (n + 1,))
-
-    @property
-    def version(self) -> int:
-        return self._db.execute("SELECT version FROM schema_version").fetchone()[0]
 
     def create_execution(
         self,

@@ -1,19 +1,20 @@
-"""``PolicyAuthorizer``: identity -> directory groups -> policy. Every failure refuses.
+"""``PolicyAuthorizer``: directory groups -> policy. Every failure refuses.
 
-Who: a Slack user (``source == "slack"``) is identified only through ``SlackIdentity``
-(``users.info`` on the event's user id); the console and CLI operator by their ``--as`` email.
-Groups come from the directory. What: the first matching rule of the policy decides.
+Who: the user arrives resolved by the front end it came through (``FrontEnds.resolve`` in the
+core: Slack's ``users.info``, the local operator...), with ``via`` set to that front end's kind.
+Groups come from the directory. What: the first matching rule of the policy decides, and the
+rule's and the command's ``via`` must both admit ``user.via``.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import replace
 from typing import Any
 
 import structlog
 
-from marvin.core.authz import Decision, Refused, chat_refusal, with_groups
+from marvin.core.authz import Decision, command_vias, via_refusal, with_groups
 from marvin.core.model import User
 from marvin.core.registry import Command
 from marvin.security.directory import Directory
@@ -30,12 +31,10 @@ class PolicyAuthorizer:
         policy: Policy,
         directory: Directory,
         *,
-        slack_identity: Callable[[User], User] | None = None,
         auditors_group: str | None = None,
     ) -> None:
         self.policy = policy
         self.directory = directory
-        self.slack_identity = slack_identity
         self.auditors_group = auditors_group.lower() if auditors_group else None
         self.table: list[Command] = []
 
@@ -54,15 +53,8 @@ class PolicyAuthorizer:
 
     # -- who ----------------------------------------------------------------------------------
 
-    def identify(self, user: User) -> User:
-        if user.source == "slack":
-            if self.slack_identity is None:  # never trust a Slack user's claimed email
-                raise Refused(
-                    "I can't check who you are on Slack right now.",
-                    "Slack user but no Slack identity (users.info) configured",
-                )
-            user = self.slack_identity(user)
-        return with_groups(user, self.directory)
+    def identify(self, user: User, *, fresh: bool = False) -> User:
+        return with_groups(user, self.directory, fresh=fresh)
 
     def is_auditor(self, user: User) -> bool:
         return bool(self.auditors_group) and self.auditors_group in {g.lower() for g in user.groups}
@@ -70,7 +62,8 @@ class PolicyAuthorizer:
     # -- what ---------------------------------------------------------------------------------
 
     def decide(self, user: User, cmd: Command, params: Mapping[str, Any]) -> Decision:
-        from_chat = user.source == "slack"
+        if user.via is None:  # not resolved through a registered front end
+            return via_refusal(cmd, None, ())
         if is_builtin(cmd):  # help, whoami, jobs, cancel, history, status: everyone identified
             return Decision(True, confirm=cmd.spec.confirm, mfa=cmd.spec.mfa)
         rule = self.policy.first(cmd, params)
@@ -79,13 +72,16 @@ class PolicyAuthorizer:
             decision = Decision(False, f"No rule in {where} allows `{cmd.ref}`; you can't run it.")
         elif not rule.admits(user.groups):
             decision = Decision(False, _refusal(rule, cmd, where))
-        elif from_chat and not (rule.chat and cmd.spec.chat):
-            decision = chat_refusal(cmd)
+        elif user.via not in (allowed := rule.via & command_vias(cmd)):
+            decision = via_refusal(cmd, user.via, allowed)
             if rule.reason:
                 decision = replace(decision, reason=f"{rule.reason} {decision.reason}")
         else:
             decision = Decision(
-                True, mfa=rule.mfa or cmd.spec.mfa, confirm=rule.confirm or cmd.spec.confirm
+                True,
+                mfa=rule.mfa or cmd.spec.mfa,
+                confirm=rule.confirm or cmd.spec.confirm,
+                checks=rule.checks,
             )
             if cmd.spec.inline and (decision.mfa or decision.confirm):
                 # Inline commands skip the confirm and MFA steps: refuse rather than run unchecked.
@@ -107,7 +103,7 @@ class PolicyAuthorizer:
         """Shown in ``help`` if some parameter values would let ``user`` run it from here."""
         if is_builtin(cmd):
             return True
-        if user.source == "slack" and not cmd.spec.chat:
+        if user.via not in command_vias(cmd):
             return False
         return any(self._usable(user, r) for r in self.policy.candidates(cmd))
 
@@ -123,7 +119,7 @@ class PolicyAuthorizer:
                 if not rule.admits(user.groups):
                     continue
                 when = f" ({rule.describe_targets()})" if rule.targets else ""
-                if not (rule.chat and cmd.spec.chat):
+                if "chat" not in rule.via & command_vias(cmd):
                     needs["cli"].append(cmd.ref + when)
                 if rule.mfa or cmd.spec.mfa:
                     needs["mfa"].append(cmd.ref + when)
@@ -144,7 +140,7 @@ class PolicyAuthorizer:
         return lines
 
     def _usable(self, user: User, rule: Rule) -> bool:
-        return rule.admits(user.groups) and (user.source != "slack" or rule.chat)
+        return rule.admits(user.groups) and user.via in rule.via
 
 
 def _refusal(rule: Rule, cmd: Command, where: str) -> str:

@@ -3,7 +3,7 @@
 Two backends share the ``Directory`` protocol:
 
 * ``StaticDirectory`` — a YAML file (small teams, tests).
-* ``LdapDirectory`` — OpenLDAP / Active Directory over ldap3.
+* ``LdapDirectory`` (``marvin.security.ldap``) — OpenLDAP / Active Directory over ldap3.
 
 Contract for callers (authorization code):
 
@@ -45,7 +45,8 @@ class DirectoryConfigError(DirectoryError, ValueError):
 
 
 class Directory(Protocol):
-    def groups_for(self, email: str) -> frozenset[str]: ...
+    def groups_for(self, email: str, *, fresh: bool = False) -> frozenset[str]:
+        """``fresh``: ask the directory itself, past any cache (sensitive checks)."""
 
 
 def _norm_email(email: str) -> str:
@@ -119,7 +120,7 @@ class StaticDirectory:
                 parents.setdefault(member, set()).add(group.strip().lower())
         return users, parents
 
-    def groups_for(self, email: str) -> frozenset[str]:
+    def groups_for(self, email: str, *, fresh: bool = False) -> frozenset[str]:
         direct = self._users.get(_norm_email(email))
         if direct is None:
             raise UserNotInDirectory(email)
@@ -133,16 +134,11 @@ class StaticDirectory:
         return frozenset(seen)
 
 
-# The LDAP backend lives in marvin.security.ldap; re-exported so callers need one import.
-from marvin.security.ldap import LdapConfig, LdapDirectory  # noqa: E402
-
 __all__ = [
     "Directory",
     "DirectoryConfigError",
     "DirectoryError",
     "DirectoryUnavailable",
-    "LdapConfig",
-    "LdapDirectory",
     "StaticDirectory",
     "UserNotInDirectory",
 ]

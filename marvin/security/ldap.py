@@ -131,22 +131,17 @@ class LdapDirectory:
 
     # -- public ------------------------------------------------------------
 
-    def groups_for(self, email: str) -> frozenset[str]:
+    def groups_for(self, email: str, *, fresh: bool = False) -> frozenset[str]:
         key = _norm_email(email)
         if not key:
             raise UserNotInDirectory(email)
+        if fresh:  # a removal from a group must show at once: no cached answer
+            with self._lock:
+                self._cache.pop(key, None)
         groups = self._cached(self._cache, key, lambda: self._lookup(key), count_hits=True)
         if groups is None:
             raise UserNotInDirectory(email)
         return groups
-
-    def invalidate(self, email: str | None = None) -> None:
-        with self._lock:
-            if email is None:
-                self._cache.clear()
-                self._parents_cache.clear()
-            else:
-                self._cache.pop(_norm_email(email), None)
 
     def close(self) -> None:
         with self._conn_lock:

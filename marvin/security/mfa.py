@@ -1,14 +1,15 @@
-"""The Duo push as ``Marvin.second_factor``: runs on the job thread, so a push waiting for an
-answer holds only that command; every other outcome than an explicit approval refuses."""
+"""The Duo push as the application's ``SecondFactor``: runs on the job thread, so a push waiting
+for an answer holds only that command; every other outcome than an explicit approval refuses."""
 
 from __future__ import annotations
 
-from typing import Any
+import threading
 
 import structlog
 
 from marvin.core.model import Message
 from marvin.core.registry import Command
+from marvin.runtime.audit import Attempt, Recorder
 from marvin.security.duo import DuoPush, DuoStatus
 
 __all__ = ["DuoSecondFactor"]
@@ -24,28 +25,25 @@ _SAY = {
 
 
 class DuoSecondFactor:
-    """``(msg, cmd, execution_id) -> bool``; audits the Duo outcome with the user's email."""
+    """A ``core.authz.SecondFactor``; audits the Duo outcome with the user's email."""
 
-    def __init__(self, push: DuoPush, app: Any) -> None:
+    def __init__(self, push: DuoPush, recorder: Recorder) -> None:
         self.push = push
-        self.app = app  # for the store (audit) and the job's cancel event
+        self.recorder = recorder
 
-    def __call__(self, msg: Message, cmd: Command, ex_id: str) -> bool:
-        user = msg.user
+    def __call__(self, msg: Message, cmd: Command, ex_id: str, cancelled: threading.Event) -> bool:
         try:
-            return self._verify(msg, cmd, ex_id)
+            return self._verify(msg, cmd, ex_id, cancelled)
         except Exception as exc:  # never let a bug in here count as an approval
             log.exception("second factor failed", execution_id=ex_id)
-            self._audit("mfa_refused", user, cmd, ex_id, f"error: {type(exc).__name__}: {exc}")
+            self._audit("mfa_refused", msg, cmd, ex_id, f"error: {type(exc).__name__}: {exc}")
             return False
 
-    def _verify(self, msg: Message, cmd: Command, ex_id: str) -> bool:
+    def _verify(self, msg: Message, cmd: Command, ex_id: str, cancelled: threading.Event) -> bool:
         user = msg.user
         if not user.email:
-            self._audit("mfa_refused", user, cmd, ex_id, "no email to derive the Duo username")
+            self._audit("mfa_refused", msg, cmd, ex_id, "no email to derive the Duo username")
             return False
-        job = self.app.jobs.get(ex_id) if getattr(self.app, "jobs", None) else None
-        cancelled = getattr(job, "cancel_event", None)
 
         def status(text: str) -> None:
             if text == "Sent a Duo push":
@@ -57,15 +55,8 @@ class DuoSecondFactor:
 
         result = self.push.verify(user.email, on_status=status, cancelled=cancelled)
         event = "mfa_approved" if result.status is DuoStatus.ALLOW else "mfa_refused"
-        self._audit(event, user, cmd, ex_id, f"duo {result.status}: {result.reason}"[:300])
+        self._audit(event, msg, cmd, ex_id, f"duo {result.status}: {result.reason}"[:300])
         return result.allowed
 
-    def _audit(self, event: str, user: Any, cmd: Command, ex_id: str, detail: str) -> None:
-        self.app.store.audit(
-            event,
-            execution_id=ex_id,
-            user_id=user.id,
-            email=user.email,
-            ref=cmd.ref,
-            detail=detail,
-        )
+    def _audit(self, event: str, msg: Message, cmd: Command, ex_id: str, detail: str) -> None:
+        self.recorder.record(event, Attempt.of(msg, cmd.ref), execution_id=ex_id, detail=detail)

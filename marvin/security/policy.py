@@ -9,8 +9,10 @@ Format (the file itself documents it for operators)::
         groups: [platform-admins]   # or `everyone: true`, or `deny: true`
         mfa: true                   # Duo push before it runs
         confirm: true               # ask "are you sure?" first
-        chat: false                 # never from chat: command line only
-        reason: "..."               # optional text for refusals (deny / chat: false)
+        via: [cli]                  # only through these channel kinds (chat, cli, api)
+        chat: false                 # the older spelling of via: [cli]
+        checks: [ga_repository]     # out-of-band checks before it runs (marvin.core.checks)
+        reason: "..."               # optional text for refusals (deny / via)
 
 Precedence: **first match wins**, top to bottom, like a firewall. A rule matches a command when
 one of its globs matches the ref and, if it has ``targets``, every named parameter has a value
@@ -20,8 +22,8 @@ would allow them. So put the narrow rules (production) above the broad ones. No 
 refused. Built-ins (the ``marvin`` family: help, whoami, jobs, cancel, history, status) are
 allowed to everyone identified and cannot be named in the policy.
 
-The command's own flags (``@command(mfa=True, confirm=True, chat=False)``) are a floor: the policy
-can add MFA, confirmation or "not from chat", never remove them.
+The command's own flags (``@command(mfa=True, confirm=True, via=("cli",))``) are a floor: the
+policy can add MFA, confirmation or narrow ``via``, never remove them.
 """
 
 from __future__ import annotations
@@ -35,6 +37,8 @@ from typing import Any
 
 import yaml
 
+from marvin.core.checks import problems as check_problems
+from marvin.core.model import VIAS
 from marvin.core.registry import Command
 
 __all__ = ["Policy", "PolicyError", "Rule", "BUILTIN_FAMILY", "is_builtin", "load_policy"]
@@ -42,7 +46,7 @@ __all__ = ["Policy", "PolicyError", "Rule", "BUILTIN_FAMILY", "is_builtin", "loa
 BUILTIN_FAMILY = "marvin"
 _GLOB = re.compile(r"^[a-z0-9_*?\[\]!.-]+$")
 _RULE_KEYS = {"name", "commands", "targets", "groups", "everyone", "deny", "mfa", "confirm", "chat"}
-_RULE_KEYS |= {"reason"}
+_RULE_KEYS |= {"reason", "via", "checks"}
 
 
 class PolicyError(ValueError):
@@ -64,8 +68,9 @@ class Rule:
     deny: bool = False
     mfa: bool = False
     confirm: bool = False
-    chat: bool = True
+    via: frozenset[str] = frozenset(VIAS)
     reason: str = ""
+    checks: tuple[str, ...] = ()  # run before the command, after the command's own checks
 
     @property
     def label(self) -> str:
@@ -159,6 +164,8 @@ class Policy:
                 problems.append(
                     f"{rule.label} can never match: rules above it match all its commands first"
                 )
+            for c in covered:  # each named check must exist and fit every covered command
+                problems += check_problems(f"{rule.label} ({c.ref})", rule.checks, c.params)
         if problems:
             raise PolicyError(f"{self.path}: " + f"\n{self.path}: ".join(problems))
 
@@ -205,10 +212,10 @@ def _rule(path: Path, index: int, raw: Any) -> Rule:
     flags = {}
     for key, default in (("everyone", False), ("deny", False), ("mfa", False), ("confirm", False)):
         flags[key] = raw.get(key, default)
-    flags["chat"] = raw.get("chat", True)
     for key, value in flags.items():
         if not isinstance(value, bool):
             raise err(f"{key}: expected true or false, got {value!r}")
+    flags["via"] = _via(raw, err)
     groups: frozenset[str] = frozenset()
     if "groups" in raw:
         groups = frozenset(g.lower() for g in _globs(raw["groups"], "groups", err))
@@ -217,7 +224,25 @@ def _rule(path: Path, index: int, raw: Any) -> Rule:
     name, reason = raw.get("name", ""), raw.get("reason", "")
     if not isinstance(name, str) or not isinstance(reason, str):
         raise err("name and reason must be text")
-    return Rule(index, name, commands, targets, groups, reason=reason, **flags)
+    checks = _globs(raw["checks"], "checks", err) if "checks" in raw else ()
+    return Rule(index, name, commands, targets, groups, reason=reason, checks=checks, **flags)
+
+
+def _via(raw: Mapping[str, Any], err: Any) -> frozenset[str]:
+    """``via: [cli, api]``, or ``chat: false`` (= ``via: [cli]``); not both."""
+    if "via" in raw and "chat" in raw:
+        raise err("give either via or chat (chat: false is the same as via: [cli])")
+    if "chat" in raw:
+        if not isinstance(raw["chat"], bool):
+            raise err(f"chat: expected true or false, got {raw['chat']!r}")
+        return frozenset(VIAS) if raw["chat"] else frozenset({"cli"})
+    if "via" not in raw:
+        return frozenset(VIAS)
+    kinds = _globs(raw["via"], "via", err)
+    bad = [k for k in kinds if k not in VIAS]
+    if bad:
+        raise err(f"via: {bad[0]!r} is not a channel kind; expected some of {', '.join(VIAS)}")
+    return frozenset(kinds)
 
 
 def _globs(value: Any, key: str, err: Any) -> tuple[str, ...]:

@@ -35,18 +35,19 @@ from dataclasses import fields
 from typing import Any
 
 from marvin.config import Config, ConfigError
-from marvin.core.authz import Authorizer
-from marvin.security.directory import (
-    Directory,
-    DirectoryConfigError,
-    LdapConfig,
-    LdapDirectory,
-    StaticDirectory,
-)
+from marvin.core.authz import Authorizer, SecondFactor
+from marvin.security.directory import Directory, DirectoryConfigError, StaticDirectory
 from marvin.security.duo import DuoConfig, DuoPush
+from marvin.security.ldap import LdapConfig, LdapDirectory
 from marvin.security.policy import PolicyError, load_policy
 
-__all__ = ["build_authorizer", "build_directory", "build_second_factor", "section"]
+__all__ = [
+    "build_authorizer",
+    "build_directory",
+    "build_second_factor",
+    "build_slack_identity",
+    "section",
+]
 
 _TOP = {"policy", "auditors_group", "directory", "slack", "duo"}
 _LDAP_FIELDS = {f.name for f in fields(LdapConfig)} - {"bind_password"}
@@ -114,9 +115,10 @@ def _team_ids(config: Config) -> set[str]:
     return set(raw)
 
 
-def build_authorizer(config: Config, slack_client: Any = None) -> Authorizer:
-    """The real authorizer: policy + directory, plus ``SlackIdentity`` when the Slack front
-    end passes its WebClient. Raises ConfigError / PolicyError for a bad configuration."""
+def build_authorizer(config: Config) -> Authorizer:
+    """The real authorizer: policy + directory. Raises ConfigError for a bad configuration.
+    Identity is not its business: each front end brings its resolver (``build_slack_identity``
+    for Slack)."""
     from marvin.security.authorizer import PolicyAuthorizer
 
     section(config, "security", _TOP)
@@ -127,32 +129,36 @@ def build_authorizer(config: Config, slack_client: Any = None) -> Authorizer:
     auditors = config.get("security.auditors_group")
     if auditors is not None and not isinstance(auditors, str):
         raise config.error("security.auditors_group", "expected a group name")
-    # Checked even without Slack (console, `marvin check`) so a typo never waits for serve.
+    _slack_settings(config)  # checked even without Slack, so a typo never waits for serve
+    return PolicyAuthorizer(policy, build_directory(config), auditors_group=auditors)
+
+
+def _slack_settings(config: Config) -> tuple[set[str], bool, float]:
     slack = section(config, "security.slack", _SLACK)
     guests, ttl = slack.get("allow_guests", False), slack.get("cache_ttl", 300)
     if not isinstance(guests, bool):
         raise config.error("security.slack.allow_guests", "expected true or false")
     if isinstance(ttl, bool) or not isinstance(ttl, (int, float)) or ttl < 0:
         raise config.error("security.slack.cache_ttl", "expected seconds >= 0")
-    teams = _team_ids(config)
-    identity = None
-    if slack_client is not None:
-        from marvin.security.slack_identity import SlackIdentity
+    return _team_ids(config), guests, float(ttl)
 
-        if not teams:  # default: the workspace (and Grid org) the bot is installed in
-            answer = slack_client.auth_test()
-            teams = {t for t in (answer.get("team_id"), answer.get("enterprise_id")) if t}
-        identity = SlackIdentity(slack_client, team_ids=teams, allow_guests=guests, ttl=ttl)
-    return PolicyAuthorizer(
-        policy, build_directory(config), slack_identity=identity, auditors_group=auditors
-    )
+
+def build_slack_identity(config: Config, slack_client: Any) -> Any:
+    """The Slack front end's identity resolver (``users.info`` on the event's user id)."""
+    from marvin.security.slack_identity import SlackIdentity
+
+    teams, guests, ttl = _slack_settings(config)
+    if not teams:  # default: the workspace (and Grid org) the bot is installed in
+        answer = slack_client.auth_test()
+        teams = {t for t in (answer.get("team_id"), answer.get("enterprise_id")) if t}
+    return SlackIdentity(slack_client, team_ids=teams, allow_guests=guests, ttl=ttl)
 
 
 def build_second_factor(
-    config: Config, app: Any, env: Mapping[str, str] | None = None
-) -> Any | None:
-    """``DuoSecondFactor`` for ``Marvin.second_factor``, or None when Duo is not enabled (then
-    commands that need MFA are refused: fail closed)."""
+    config: Config, recorder: Any, env: Mapping[str, str] | None = None
+) -> SecondFactor | None:
+    """``DuoSecondFactor`` (its outcomes audited through ``recorder``), or None when Duo is
+    not enabled (then commands that need MFA are refused: fail closed)."""
     from marvin.security.mfa import DuoSecondFactor
 
     env = os.environ if env is None else env
@@ -166,4 +172,4 @@ def build_second_factor(
         duo = DuoConfig(skey=skey, **raw)
     except (TypeError, ValueError) as exc:
         raise config.error("security.duo", str(exc)) from None
-    return DuoSecondFactor(DuoPush(duo), app)
+    return DuoSecondFactor(DuoPush(duo), recorder)

@@ -57,13 +57,21 @@ class SlackIdentity:
         self._lock = threading.Lock()
 
     def __call__(self, user: User) -> User:
+        return self.resolve(user)
+
+    def fresh(self, user: User) -> User:
+        """Past the cache: for confirmations and second factors, where a deactivation or a
+        change of workspace must show at once."""
+        return self.resolve(user, fresh=True)
+
+    def resolve(self, user: User, *, fresh: bool = False) -> User:
         event_teams = {user.team_id, user.extra.get("user_team"), user.extra.get("source_team")}
         foreign = sorted(t for t in event_teams if t and t not in self.team_ids)
         if foreign:
             self._refuse(
                 user, "I only take commands from people in this workspace.", f"team {foreign}"
             )
-        info = self._info(user)
+        info = self._info(user, fresh)
         # The email (when Slack has one) goes into every later refusal's log reason, so the
         # audit row says whose account it was even though identification failed.
         known = str((info.get("profile") or {}).get("email") or "")
@@ -95,20 +103,13 @@ class SlackIdentity:
         extra = {**user.extra, "slack_team": home, "slack_name": info.get("name")}
         return replace(user, email=email, team_id=home, name=str(shown), extra=extra)
 
-    def invalidate(self, user_id: str | None = None) -> None:
-        with self._lock:
-            if user_id is None:
-                self._cache.clear()
-            else:
-                self._cache.pop(user_id, None)
-
-    def _info(self, user: User) -> dict[str, Any]:
+    def _info(self, user: User, fresh: bool = False) -> dict[str, Any]:
         uid = user.id
         if not uid or uid[:1] not in ("U", "W"):  # only Slack user ids; never a name
             self._refuse(user, _UNKNOWN, f"not a Slack user id: {uid!r}")
         now = time.monotonic()
         with self._lock:
-            hit = self._cache.get(uid)
+            hit = None if fresh else self._cache.get(uid)
             if hit is not None and hit[0] > now:
                 return hit[1]
         try:

@@ -22,6 +22,7 @@ from slack_sdk.http_retry.builtin_handlers import (
     ServerErrorRetryHandler,
 )
 
+from marvin.core.facade import Operations
 from marvin.frontends.slack.confirm import ACTION_PATTERN, Confirmations
 from marvin.frontends.slack.events import Deduper, Gate, Inbound, to_message
 from marvin.frontends.slack.responder import SlackResponder
@@ -64,7 +65,7 @@ class SlackBot:
 
     def __init__(
         self,
-        marvin: Any,
+        marvin: Operations,
         client: WebClient,
         app_token: str,
         settings: SlackSettings,
@@ -77,7 +78,7 @@ class SlackBot:
             client,
             self._submit,
             timeout=settings.confirm_timeout,
-            call_later=marvin.jobs.scheduler.call_later,
+            call_later=marvin.call_later,
         )
         # process_before_response: the listener runs right on the socket worker (after our
         # ack) instead of hopping to Bolt's own pool; it only enqueues, so this is quick.
@@ -149,4 +150,4 @@ class SlackBot:
         )
 
     def _submit(self, job: Callable[[], None]) -> None:
-        self.marvin.intake.submit(job)
+        self.marvin.background(job)

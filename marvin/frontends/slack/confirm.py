@@ -36,7 +36,9 @@ class _Pending:
     channel: str
     ts: str
     thread_ts: str | None
-    timer: Any = field(default=None, repr=False)  # has .cancel()
+    stop_timer: Callable[[], None] | None = field(default=None, repr=False)
+    # Set once Slack answered the post with the message's ts; a press can arrive first.
+    posted: threading.Event = field(default_factory=threading.Event, repr=False)
 
 
 class Confirmations:
@@ -49,7 +51,7 @@ class Confirmations:
         *,
         timeout: float = 300.0,
         remember: int = 10_000,
-        call_later: Callable[[float, Callable[[], None]], Any] | None = None,
+        call_later: Callable[[float, Callable[[], None]], Callable[[], None]] | None = None,
         per_user: int = 5,
     ) -> None:
         self.client, self.submit, self.timeout = client, submit, timeout
@@ -101,9 +103,16 @@ class Confirmations:
         kwargs: dict[str, Any] = {"channel": channel, "text": f"{prompt} {note}", "blocks": blocks}
         if thread_ts:
             kwargs["thread_ts"] = thread_ts
+        # Registered before the post: the buttons are live the moment Slack shows them, which
+        # can be before chat.postMessage returns here.
+        pending = _Pending(requester, prompt, on_result, channel, "", thread_ts)
+        with self._lock:
+            self._pending[token] = pending
         try:
             resp = self.client.chat_postMessage(**kwargs)
         except _ERRORS:
+            with self._lock:
+                self._pending.pop(token, None)
             log.warning("could not post a confirmation", channel=channel, exc_info=True)
             self._ephemeral(
                 channel,
@@ -113,10 +122,11 @@ class Confirmations:
             )
             on_result(False)  # recorded as not confirmed; the command does not run
             return
-        pending = _Pending(requester, prompt, on_result, resp["channel"], resp["ts"], thread_ts)
+        pending.channel, pending.ts = resp["channel"], resp["ts"]
+        pending.posted.set()
         with self._lock:
-            self._pending[token] = pending
-            pending.timer = self.call_later(self.timeout, lambda: self._expire(token))
+            if token in self._pending:  # not answered in the meantime
+                pending.stop_timer = self.call_later(self.timeout, lambda: self._expire(token))
 
     def press(self, body: dict[str, Any]) -> None:
         """A Confirm or Cancel click (a ``block_actions`` payload); on Marvin's pool."""
@@ -144,8 +154,8 @@ class Confirmations:
             text = f"Only <@{pending.requester}> can confirm or cancel this."
             self._ephemeral(channel, presser, text, pending.thread_ts)
             return
-        if pending.timer is not None:
-            pending.timer.cancel()
+        if pending.stop_timer is not None:
+            pending.stop_timer()
         verdict = f":white_check_mark: <@{presser}> confirmed" if ok else f"<@{presser}> cancelled"
         self._close_message(pending, f"{pending.prompt}\n{verdict}.")
         log.info("confirmation answered", confirmed=ok, user=presser)
@@ -164,8 +174,8 @@ class Confirmations:
         with self._lock:
             pending, self._pending = list(self._pending.values()), {}
         for p in pending:
-            if p.timer is not None:
-                p.timer.cancel()
+            if p.stop_timer is not None:
+                p.stop_timer()
 
     def __len__(self) -> int:
         return len(self._pending)
@@ -197,6 +207,8 @@ class Confirmations:
             self._closed.popitem(last=False)
 
     def _close_message(self, pending: _Pending, text: str) -> None:
+        if not pending.posted.wait(10):
+            return  # the post never came back; nothing to update
         block = {"type": "section", "text": {"type": "mrkdwn", "text": text}}
         try:
             self.client.chat_update(
@@ -228,8 +240,8 @@ def _button(label: str, action_id: str, value: str, style: str | None) -> dict[s
     return out
 
 
-def _thread_timer(delay: float, fn: Callable[[], None]) -> threading.Timer:
+def _thread_timer(delay: float, fn: Callable[[], None]) -> Callable[[], None]:
     timer = threading.Timer(delay, fn)
     timer.daemon = True
     timer.start()
-    return timer
+    return timer.cancel

@@ -18,6 +18,7 @@ from slack_sdk.errors import SlackApiError, SlackClientError
 
 from marvin.core.model import Reply, State
 from marvin.core.text import split_text, summary
+from marvin.frontends.slack.blocks import blocks_for
 from marvin.frontends.slack.settings import SlackSettings
 
 if TYPE_CHECKING:
@@ -27,9 +28,6 @@ __all__ = ["SlackResponder"]
 
 log = structlog.get_logger("marvin.slack.responder")
 _ERRORS = (SlackApiError, SlackClientError, OSError)
-
-
-MAX_BLOCKS = 50  # Slack's limit per message
 
 
 class SlackResponder:
@@ -62,13 +60,14 @@ class SlackResponder:
     # -- Responder protocol ------------------------------------------------------------------
 
     def say(self, reply: str | Reply) -> None:
-        if isinstance(reply, Reply) and reply.blocks and len(reply.blocks) <= MAX_BLOCKS:
+        blocks = blocks_for(reply) if isinstance(reply, Reply) else None
+        if isinstance(reply, Reply) and blocks:
             limit = self.settings.max_message_chars
             text = reply.text
             if len(text) > limit:  # only the notification fallback; the blocks carry it all
                 text = text[: limit - 40].rstrip() + "\n… (see the message for the rest)"
             where = self._where()
-            if self._call("chat_postMessage", text=text, blocks=reply.blocks, **where):
+            if self._call("chat_postMessage", text=text, blocks=blocks, **where):
                 return
             # Slack refused the blocks (invalid_blocks, too long...): the text still goes out.
         self._post_long(reply.text if isinstance(reply, Reply) else str(reply))

@@ -10,16 +10,19 @@ commands, close the socket, exit 0.
 from __future__ import annotations
 
 import os
-import signal
 import sys
 import threading
 from collections.abc import Mapping
 from typing import Any
 
 import structlog
+from slack_sdk import WebClient
 from slack_sdk.errors import SlackApiError, SlackClientError
 
 from marvin.config import Config
+from marvin.core.authz import FrontEnd
+from marvin.core.facade import Operations
+from marvin.frontends.lifecycle import install_sigterm
 from marvin.frontends.slack.bot import SlackBot, web_client
 from marvin.frontends.slack.health import HealthServer
 from marvin.frontends.slack.settings import (
@@ -29,8 +32,9 @@ from marvin.frontends.slack.settings import (
     check_tokens,
     rejected,
 )
+from marvin.security import build_slack_identity
 
-__all__ = ["serve"]
+__all__ = ["serve", "front_end"]
 
 log = structlog.get_logger("marvin.slack")
 
@@ -67,16 +71,15 @@ def serve(config: Config, args: Any, env: Mapping[str, str] | None = None) -> in
         return _fail(f"cannot reach Slack at {api_url}: {exc}", 1)
 
     from marvin.bootstrap import build_app
-    from marvin.security import build_authorizer
 
     # Socket Mode wants each envelope acknowledged within 3 s and we aim for milliseconds: a
     # shorter GIL switch interval lets the socket reader thread ack promptly while worker
     # threads are busy rendering replies (CPython's default is 5 ms).
     sys.setswitchinterval(0.0005)
-    app = build_app(config, authorizer=build_authorizer(config, slack_client=client))
+    app = build_app(config, frontends=[front_end(config, client)])
     bot = SlackBot(app, client, app_token, settings, bot_user_id=who.get("user_id"))
     health = None
-    if getattr(args, "health_port", None) is not None:
+    if args.health_port is not None:
         health = HealthServer(args.health_port, bot.connected, settings.health_host).start()
         log.info("health endpoint listening", port=health.port, path="/healthz")
     try:
@@ -97,10 +100,10 @@ def serve(config: Config, args: Any, env: Mapping[str, str] | None = None) -> in
         api_url=api_url,
         socket=bot.connected(),  # if False, the supervisor keeps retrying with backoff
     )
-    recover = getattr(app, "recover", None)
-    if recover is not None:
-        recover(bot.notify_interrupted)
-    _on_sigterm(app, bot, health)
+    # Interrupted executions, and actions due later (a maintenance window's end), are told in
+    # the thread that asked for them.
+    app.start(bot.notify_interrupted)
+    install_sigterm(app, after=lambda: _close(bot, health))
     try:
         threading.Event().wait()  # everything runs on other threads; signals end this
     except KeyboardInterrupt:
@@ -109,47 +112,24 @@ def serve(config: Config, args: Any, env: Mapping[str, str] | None = None) -> in
     return 0
 
 
+def front_end(config: Config, client: WebClient) -> FrontEnd:
+    """Slack vouches for its users through ``users.info`` on the event's user id alone (never
+    a display name or a claimed email); it is a chat channel."""
+    identity = build_slack_identity(config, client)
+    return FrontEnd("slack", "chat", identity, fresh=identity.fresh)
+
+
 def _fail(text: str, status: int) -> int:
     print(f"marvin: {text}", file=sys.stderr, flush=True)
     return status
 
 
-def _stop(app: Any, bot: SlackBot, health: HealthServer | None) -> None:
+def _close(bot: SlackBot, health: HealthServer | None) -> None:
     bot.close()
     if health is not None:
         health.stop()
-    shutdown = getattr(app, "shutdown", None)
-    if shutdown is not None:
-        shutdown(timeout=5)
 
 
-def _on_sigterm(app: Any, bot: SlackBot, health: HealthServer | None) -> None:
-    """SIGTERM: ``app.drain()`` (running commands get ``jobs.grace_seconds``; new ones are
-    told Marvin is restarting), then close the socket, exit 0. The work runs on a thread, not
-    in the handler, which may interrupt the main thread anywhere; the exit is ``os._exit``
-    because Bolt's and the socket client's threads are not ours to join."""
-    started = threading.Event()
-
-    def stop() -> None:
-        try:
-            drain = getattr(app, "drain", None)
-            if drain is not None:
-                drain(None)
-        except Exception:
-            log.exception("drain failed")
-        finally:
-            bot.close()
-            if health is not None:
-                health.stop()
-            log.info("stopped")
-            sys.stdout.flush()
-            sys.stderr.flush()
-            os._exit(0)
-
-    def handler(_signum: int, _frame: Any) -> None:
-        if not started.is_set():  # a second SIGTERM does not start a second drain
-            started.set()
-            log.info("SIGTERM: draining, then closing the socket")
-            threading.Thread(target=stop, name="marvin-drain", daemon=True).start()
-
-    signal.signal(signal.SIGTERM, handler)
+def _stop(app: Operations, bot: SlackBot, health: HealthServer | None) -> None:
+    _close(bot, health)
+    app.shutdown(timeout=5)

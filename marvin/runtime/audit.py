@@ -1,0 +1,82 @@
+"""The one audit recorder: every attempt and every outcome goes through here.
+
+An ``Attempt`` is who asked for what, where (the fields every row of one request shares);
+``Recorder.record`` writes one audit row for it, and ``Recorder.outcome`` records an
+execution's one final state together with its audit row. Refusals, admission, second
+factors, finishes, recovery, confirmation presses and the built-ins all use these two.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from marvin.core.model import Message, User
+from marvin.runtime.store import Store
+
+__all__ = ["Attempt", "Recorder"]
+
+
+@dataclass(frozen=True)
+class Attempt:
+    user: User
+    ref: str | None = None
+    channel: str | None = None
+    params: Mapping[str, Any] | None = None  # as shown: secret values already redacted
+
+    @classmethod
+    def of(
+        cls, msg: Message, ref: str | None = None, params: Mapping[str, Any] | None = None
+    ) -> Attempt:
+        return cls(msg.user, ref, msg.channel, params)
+
+    @property
+    def email(self) -> str | None:
+        # A refused identity may still have told us whose account it was.
+        return self.user.email or self.user.extra.get("refused_email") or None
+
+
+class Recorder:
+    def __init__(self, store: Store) -> None:
+        self.store = store
+
+    def record(
+        self,
+        event: str,
+        attempt: Attempt,
+        *,
+        execution_id: str | None = None,
+        detail: str | None = None,
+    ) -> None:
+        self.store.audit(
+            event,
+            execution_id=execution_id,
+            user_id=attempt.user.id,
+            email=attempt.email,
+            channel=attempt.channel,
+            ref=attempt.ref,
+            params=attempt.params,
+            detail=detail,
+        )
+
+    def outcome(
+        self,
+        execution_id: str,
+        state: str,
+        attempt: Attempt,
+        reason: str | None,
+        *,
+        at: float,
+        only_from: tuple[str, ...] | None = None,
+    ) -> bool:
+        """Record the execution's final ``state`` and its audit row. With ``only_from`` the
+        state changes only if it still is one of those (False: someone recorded it first)."""
+        fields = {"state": state, "reason": reason, "finished_at": at}
+        if only_from is not None:
+            if not self.store.transition(execution_id, only_from, **fields):
+                return False
+        else:
+            self.store.update(execution_id, **fields)
+        self.record(state, attempt, execution_id=execution_id, detail=reason)
+        return True
