@@ -2,6 +2,7 @@
 
 from marvin import ENVIRONMENT, Integer, Text, command
 from marvin.actions.asg import scale_group
+from marvin.runtime.undo import UndoRecord, undoable
 
 GROUP = Text(
     pattern=r"^[A-Za-z0-9][A-Za-z0-9._:/-]{0,254}$",
@@ -10,6 +11,23 @@ GROUP = Text(
 COUNT = Integer(min=0, max=10000, help="the number of instances wanted")
 
 
+def undo_scale(ctx, record: UndoRecord) -> str:
+    target = record.target
+    done = scale_group(
+        ctx,
+        group=target["group"],
+        environment=target["environment"],
+        count=record.before,
+        expect=record.after,  # compare-and-set: only if nobody changed it since
+    )
+    ctx.record_undo(target=target, before=done.previous, after=done.desired)
+    return (
+        f"Undid `{record.execution_id}`: {done.group} is back at {done.desired} instances, "
+        "all InService and healthy."
+    )
+
+
+@undoable(undo_scale)
 @command(
     "asg.scale",
     "scale group {{ group }} in {{ environment }} to {{ count }}",
@@ -21,8 +39,12 @@ COUNT = Integer(min=0, max=10000, help="the number of instances wanted")
 )
 def scale(ctx, group: str, environment: str, count: int):
     done = scale_group(ctx, group=group, environment=environment, count=count)
-    # undo: hook here once the undo mechanism lands: done.previous is what to set back.
+    ctx.record_undo(
+        target={"group": group, "environment": environment},
+        before=done.previous,
+        after=done.desired,
+    )
     return (
         f"{done.group} is at {done.desired} instances, all InService and healthy "
-        f"(was {done.previous})."
+        f"(was {done.previous}).\nTo put it back: `undo {ctx.execution_id}`"
     )

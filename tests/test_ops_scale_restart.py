@@ -5,6 +5,7 @@ moto cannot model it."""
 from __future__ import annotations
 
 import os
+import time
 from datetime import UTC, datetime
 from types import SimpleNamespace
 
@@ -88,6 +89,40 @@ def test_scale_refuses_a_group_of_another_environment_and_audits_it(bot) -> None
     assert "there is no auto scaling group named nope" in missing.said[-1]
     assert world.group("web-prod")["DesiredCapacity"] == 4
     assert world.group("web-loose")["DesiredCapacity"] == 1
+
+
+def undo(bot, ex_id: str):  # noqa: ANN001, ANN201
+    """``undo <id>`` starts a new execution of asg.scale; its replies come to the same thread."""
+    replies = bot.send(f"undo {ex_id}")
+    if (replies.said or replies.whispered) and not replies.reactions:
+        return replies  # answered at once: nothing was started
+    deadline = time.monotonic() + 20
+    while not replies.reactions or replies.reactions[-1] == "accepted":
+        assert time.monotonic() < deadline, replies
+        time.sleep(0.02)
+    return replies
+
+
+@pytest.mark.timeout(60)
+def test_undo_puts_the_capacity_back_only_if_nobody_changed_it(bot) -> None:  # noqa: ANN001
+    world.make_group("web-demo01", "demo01", min_size=1, max_size=4, desired=1)
+    up = bot.send("scale group web-demo01 in demo01 to 3")
+    assert f"To put it back: `undo {up.execution_id}`" in up.said[-1]
+    back = undo(bot, up.execution_id)
+    assert back.reactions[-1] == "succeeded", back.text
+    assert f"Undid `{up.execution_id}`: web-demo01 is back at 1 instances" in back.said[-1]
+    assert world.group("web-demo01")["DesiredCapacity"] == 1
+    twice = undo(bot, up.execution_id)
+    assert "was already undone" in twice.text
+    assert world.group("web-demo01")["DesiredCapacity"] == 1
+
+    again = bot.send("scale group web-demo01 in demo01 to 2")
+    boto3.client("autoscaling").set_desired_capacity(
+        AutoScalingGroupName="web-demo01", DesiredCapacity=4
+    )  # a scaling policy (or a person) moved it since
+    refused = undo(bot, again.execution_id)
+    assert "web-demo01 wants 4 instances now, not 2" in refused.text
+    assert world.group("web-demo01")["DesiredCapacity"] == 4
 
 
 # -- asg waiting logic with the Stubber -----------------------------------------------------

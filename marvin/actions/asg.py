@@ -75,9 +75,12 @@ def check_group(ctx: Any, group: dict[str, Any], environment: str) -> None:
         raise Refused(f"group {name} is {shown}, not {environment}; nothing changed")
 
 
-def scale_group(ctx: Any, *, group: str, environment: str, count: int) -> ScaleResult:
+def scale_group(
+    ctx: Any, *, group: str, environment: str, count: int, expect: int | None = None
+) -> ScaleResult:
     """Set the desired capacity of a managed group within its own min..max and wait until
-    ``count`` instances are InService and healthy, with nothing still launching or leaving."""
+    ``count`` instances are InService and healthy, with nothing still launching or leaving.
+    With ``expect`` (an undo), only if the desired capacity is still ``expect``."""
     config, client = ctx.services.config, ctx.services.autoscaling
     name = group_name(config, group, environment)
     current = _describe(client, name)
@@ -86,6 +89,11 @@ def scale_group(ctx: Any, *, group: str, environment: str, count: int) -> ScaleR
     if not lo <= count <= hi:  # AWS refuses this too, but moto does not: check it ourselves
         raise ActionError(f"{count} is outside {name}'s bounds ({lo} to {hi}); nothing changed")
     previous = current["DesiredCapacity"]
+    if expect is not None and previous != expect:
+        raise ActionError(
+            f"{name} wants {previous} instances now, not {expect}: someone or a scaling policy "
+            "changed it since, so I left it alone"
+        )
     known = {a["ActivityId"] for a in _activities(client, name)}  # older failures are not ours
     try:
         client.set_desired_capacity(
@@ -94,8 +102,6 @@ def scale_group(ctx: Any, *, group: str, environment: str, count: int) -> ScaleR
     except ClientError as exc:
         err = exc.response.get("Error", {})
         raise ActionError(f"AWS refused to scale {name}: {err.get('Message', exc)}") from None
-    # undo: once the general undo mechanism lands, register (name, previous) here so that
-    # `undo` sets the desired capacity back through this same function.
     ctx.log.info("desired capacity set", group=name, previous=previous, desired=count)
     last = {"text": f"{name}: waiting for {count} instances"}
 
