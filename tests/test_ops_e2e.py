@@ -128,9 +128,6 @@ def ask(fake: FakeSlack, text: str, *, user: str = ALICE, confirm: bool = False)
         )
         token = prompt.args["blocks"][1]["elements"][0]["value"]
         ts = prompt.response["ts"]
-        # Marvin files the question only once chat.postMessage has returned; a click faster
-        # than that is told "expired" (no person is that fast; a test is).
-        time.sleep(0.3)
         fake.send_interactive(fake.block_actions("marvin_confirm", token, user=user, message_ts=ts))
     fake.wait_for(
         "chat.postMessage",
