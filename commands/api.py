@@ -2,6 +2,7 @@
 
 from marvin import ENVIRONMENT, VERSION, command
 from marvin.actions.environments import create_environment
+from marvin.actions.restore import SNAPSHOT, restore_environment
 
 
 @command(
@@ -23,3 +24,19 @@ def create(ctx, environment: str, requested_version: str = "latest"):
         ctx, family="api", environment=environment, dataset=None, version=requested_version
     )
     ctx.reply(summary)
+
+
+@command(
+    "api.restore",
+    "restore api environment named {{ environment }}( from snapshot {{ snapshot }})?",
+    description="Restore a api environment's databases from snapshots",
+    examples=[
+        "restore api environment named demo01",
+        "restore api environment named demo01 from snapshot before-migration",
+    ],
+    params={"environment": ENVIRONMENT, "snapshot": SNAPSHOT},
+    lock="environment",
+    ack="Restoring api environment {{environment}}",
+)
+def restore(ctx, environment: str, snapshot: str | None = None):
+    return restore_environment(ctx, family="api", environment=environment, snapshot=snapshot)

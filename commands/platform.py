@@ -2,6 +2,7 @@
 
 from marvin import ENVIRONMENT, VERSION, Text, command
 from marvin.actions.environments import create_environment
+from marvin.actions.restore import SNAPSHOT, restore_environment
 
 DATASET = Text(pattern=r"^[a-z0-9][a-z0-9_-]{0,40}$", help="a dataset name such as small or full")
 
@@ -25,3 +26,19 @@ def create(ctx, environment: str, dataset: str | None = None, requested_version:
         ctx, family="platform", environment=environment, dataset=dataset, version=requested_version
     )
     ctx.reply(summary)
+
+
+@command(
+    "platform.restore",
+    "restore platform environment named {{ environment }}( from snapshot {{ snapshot }})?",
+    description="Restore a platform environment's databases from snapshots",
+    examples=[
+        "restore platform environment named demo01",
+        "restore platform environment named demo01 from snapshot before-migration",
+    ],
+    params={"environment": ENVIRONMENT, "snapshot": SNAPSHOT},
+    lock="environment",
+    ack="Restoring platform environment {{environment}}",
+)
+def restore(ctx, environment: str, snapshot: str | None = None):
+    return restore_environment(ctx, family="platform", environment=environment, snapshot=snapshot)
