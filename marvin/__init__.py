@@ -1,7 +1,7 @@
 """Marvin: a ChatOps bot for Slack. Command authors need only what is exported here."""
 
 from marvin.core.checks import Verdict, check
-from marvin.core.model import Cancelled, Reply, User
+from marvin.core.model import Cancelled, Refusal, Reply, User
 from marvin.core.params import (
     ENVIRONMENT,
     VERSION,
@@ -23,6 +23,7 @@ __all__ = [
     "Verdict",
     "Context",
     "Cancelled",
+    "Refusal",
     "Reply",
     "User",
     "Param",

@@ -14,6 +14,7 @@ from botocore.exceptions import ClientError
 
 from marvin.actions import ActionError, wait_until
 from marvin.config import Setting, declare
+from marvin.core.model import Refusal
 
 __all__ = ["Refused", "ScaleResult", "scale_group", "group_name"]
 
@@ -32,8 +33,8 @@ declare(
 )
 
 
-class Refused(ActionError):
-    """The request is not allowed on this resource (recorded as the failure's reason)."""
+class Refused(ActionError, Refusal):
+    """The request does not fit this group: the execution is recorded ``refused``."""
 
 
 @dataclass(frozen=True)

@@ -15,6 +15,12 @@ class Cancelled(Exception):
     """Raised inside a handler by ``ctx.check()`` or ``ctx.sleep()`` once cancellation is asked."""
 
 
+class Refusal(Exception):
+    """Raised by a handler (or an action) that found the request does not fit what it acts on
+    (a group tagged for another environment, say) before changing anything: the execution is
+    recorded ``refused`` with this reason, not ``failed``."""
+
+
 # The kind of channel a request came through. Policy (``via: [cli]``) and commands
 # (``@command(via=...)``) name these, never a front end.
 Via = Literal["chat", "cli", "api"]

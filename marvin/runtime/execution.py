@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 import structlog
 
 from marvin.core.facade import Operations
-from marvin.core.model import Cancelled, Message, Reply, User
+from marvin.core.model import Cancelled, Message, Refusal, Reply, User
 from marvin.core.registry import Command
 from marvin.runtime import checks
 
@@ -223,6 +223,9 @@ def _execute(rt: Runtime, job: Job) -> None:
             finish(rt, job, "timed_out", _timeout_text(job), f"timed out after {job.timeout:g} s")
         elif isinstance(exc, Cancelled) or ctx.cancelled:
             finish(rt, job, "cancelled", cancelled_text(job, started=True), "cancelled")
+        elif isinstance(exc, Refusal):
+            reason = cmd.mask(str(exc), params)[:500]
+            finish(rt, job, "refused", f"`{cmd.ref}` was not run (`{ex_id}`): {reason}", reason)
         else:
             ctx.log.exception("execution failed")
             reason = cmd.mask(f"{type(exc).__name__}: {exc}", params)[:500]
