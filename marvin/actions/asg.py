@@ -2,8 +2,8 @@
 
 A group is Marvin's only when it carries the management tag, and it belongs to the
 environment named in its ``environment`` tag: the policy decided on the environment the
-requester typed, so a group of another environment is refused (and the refusal audited, as the
-execution's failure reason) rather than scaled under the wrong rule."""
+requester typed, so a group of another environment is refused (the execution is recorded and
+audited ``refused``) rather than scaled under the wrong rule."""
 
 from __future__ import annotations
 
