@@ -6,8 +6,12 @@ import argparse
 import os
 import sys
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 from marvin.config import Config, ConfigError, load_config
+
+if TYPE_CHECKING:
+    from marvin.core.registry import CommandTable
 
 __all__ = ["main"]
 
@@ -32,6 +36,7 @@ def _parser() -> argparse.ArgumentParser:
         "--lint", action="store_true", help="check the shared vocabulary; exit 1 on problems"
     )
     sub.add_parser("check", help="validate configuration and the command table")
+    sub.add_parser("packs", help="list installed command packs, enabled or not, and their commands")
     sv = sub.add_parser(
         "serve", help="connect to Slack (Socket Mode); the console without Slack tokens"
     )
@@ -156,8 +161,29 @@ def _check(config: Config, args: argparse.Namespace) -> int:
     except ValueError as exc:  # policy and security settings errors name file and rule
         print(f"marvin: {exc}", file=sys.stderr)
         return 2
+    _check_packs(config, table)
     print(f"{config.path}: OK; {len(table)} commands")
     return 0
+
+
+def _check_packs(config: Config, table: CommandTable) -> None:
+    """Command packs (docs/packs.md): which are enabled, and their commands no rule covers."""
+    from marvin.core.packs import enabled
+    from marvin.frontends.packs import uncovered
+    from marvin.security.policy import load_policy
+
+    packs = enabled(config.get("commands.packs"))
+    if packs:
+        policy = load_policy(config.file("security.policy"), packs)
+        for warning in uncovered(table, policy, packs):
+            print(f"pack warning: {warning}", file=sys.stderr)
+        print("packs: " + ", ".join(f"{p.name} {p.pack.version}" for p in packs))
+
+
+def _packs(config: Config, args: argparse.Namespace) -> int:
+    from marvin.frontends.packs import list_packs
+
+    return list_packs(config, sys.stdout)
 
 
 def _serve(config: Config, args: argparse.Namespace) -> int:
@@ -179,6 +205,7 @@ _COMMANDS = {
     "run": _run_command,
     "commands": _commands,
     "check": _check,
+    "packs": _packs,
     "serve": _serve,
 }
 
