@@ -44,8 +44,12 @@ def build_table(
 
     The ``marvin`` family and ``inline=True`` belong to the built-ins alone: policy lets every
     identified user run built-ins, and inline commands skip confirmation, MFA, locks and the
-    job pool, so a team command must never pass for one."""
-    handlers = list(handlers)
+    job pool, so a team command must never pass for one.
+
+    ``packs`` (enabled command packs) add their commands, each marked with its pack, so every
+    start-up error about one (duplicate ref, ambiguous example) names the pack."""
+    packs = list(packs)
+    handlers = [*handlers, *(fn for p in packs for fn in p.handlers)]
     for fn in handlers:
         for spec in getattr(fn, SPEC_ATTR, ()):
             if spec.family == "marvin" or spec.inline:

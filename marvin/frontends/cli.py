@@ -48,6 +48,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     from marvin.core.registry import TableError
     from marvin.logs import setup_logging
+    from marvin.security.policy import PolicyError  # a pack's rules are checked at start-up
 
     try:
         config = load_config(args.config)
@@ -55,7 +56,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             json=args.cmd == "serve" and _slack_configured(), level=config.get("logging.level")
         )
         return _COMMANDS[args.cmd](config, args)
-    except (ConfigError, TableError) as exc:
+    except (ConfigError, TableError, PolicyError) as exc:
         print(f"marvin: {exc}", file=sys.stderr)
         return 2
 

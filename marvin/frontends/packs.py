@@ -56,13 +56,11 @@ def _describe(pack: Loaded, table: CommandTable | None, policy: Policy, out: Tex
         rules = "ships no rules"
     else:
         included = any(r.pack == pack.name for r in policy.rules)
-        rules = f"ships {len(pack.rules)} rule(s), " + (
-            "included" if included else "not included"
-        )
+        rules = f"ships {len(pack.rules)} rule(s), " + ("included" if included else "not included")
     print(f"  policy: {rules}", file=out)
     if pack.verbs:
         print(f"  verbs: {', '.join(sorted(pack.verbs))}", file=out)
-    sections = sorted(s for s, owner in OWNERS.items() if pack.owns(owner))
+    sections = sorted({s for s, owner in OWNERS.items() if pack.owns(owner)} | set(pack.config))
     if sections:
         print(f"  configuration: {', '.join(sections)}", file=out)
 
