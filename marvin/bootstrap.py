@@ -57,7 +57,7 @@ def build_table(
                     f"{spec.ref} ({fn.__module__}): the 'marvin' family and inline=True are "
                     "reserved for Marvin's built-in commands"
                 )
-    provenance = {m: p.name for p in packs for m in p.modules}
+    provenance = {fn: p.name for p in packs for fn in p.handlers}
     table = CommandTable.build([*builtin_handlers(), *handlers], provenance)
     Matcher(table).check_examples()
     validate_checks(table)  # each command's out-of-band checks exist (marvin/runtime/checks.py)

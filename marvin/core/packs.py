@@ -70,7 +70,6 @@ class Loaded:
 
     pack: Pack
     handlers: tuple[Callable[..., Any], ...]
-    modules: tuple[str, ...]  # the modules its commands come from (their provenance)
     home: str  # the package holding the commands module (and the data files)
     rules: tuple[Any, ...] | None = None  # rbac.yaml's raw rules; None: it ships no policy
     verbs: frozenset[str] = frozenset()
@@ -158,7 +157,6 @@ def _load(pack: Pack) -> Loaded:
     return Loaded(
         pack,
         tuple(handlers),
-        tuple(dict.fromkeys(fn.__module__ for fn in handlers)),
         home,
         rules=_rules(pack, data["rbac.yaml"]),
         verbs=_verbs(pack, data["vocabulary.yaml"]),

@@ -226,13 +226,15 @@ class CommandTable:
 
     @classmethod
     def build(
-        cls, handlers: Iterable[Callable[..., Any]], packs: Mapping[str, str] | None = None
+        cls,
+        handlers: Iterable[Callable[..., Any]],
+        packs: Mapping[Callable[..., Any], str] | None = None,
     ) -> CommandTable:
         """Build from decorated functions (a function may carry several specs). ``packs``
-        maps a module to the command pack it belongs to (the commands' provenance)."""
+        maps a handler to the command pack it comes from (its provenance)."""
         packs = packs or {}
         return cls(
-            _make(spec, fn, packs.get(fn.__module__, ""))
+            _make(spec, fn, packs.get(fn, ""))
             for fn in handlers
             for spec in getattr(fn, SPEC_ATTR, ())
         )

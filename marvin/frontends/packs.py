@@ -46,7 +46,7 @@ def list_packs(config: Config, out: TextIO) -> int:
 
 
 def _describe(pack: Loaded, table: CommandTable | None, policy: Policy, out: TextIO) -> None:
-    commands = CommandTable.build(pack.handlers, {m: pack.name for m in pack.modules})
+    commands = CommandTable.build(pack.handlers, dict.fromkeys(pack.handlers, pack.name))
     for cmd in commands:
         note = ""
         if table is not None and not policy.candidates(table[cmd.ref]):
