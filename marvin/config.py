@@ -290,10 +290,7 @@ def _pack_sections(cfg: Config) -> dict[str, str]:
     foreign = {s: o for s, o in OWNERS.items() if o.split(".")[0] != "marvin"}
     if not foreign:
         return {}
-    try:
-        others = [p for p in _packs.installed().values() if all(p != x.pack for x in loaded)]
-    except _packs.PackError as exc:
-        raise cfg.error("commands.packs", str(exc)) from None
+    others = [p for p in _packs.installed().values() if all(p != x.pack for x in loaded)]
     hidden = {}
     for section, owner in foreign.items():
         if any(x.owns(owner) for x in loaded):

@@ -26,7 +26,6 @@ import importlib
 import importlib.metadata
 import importlib.resources
 import pkgutil
-import re
 import threading
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
@@ -43,7 +42,6 @@ __all__ = ["GROUP", "Pack", "Loaded", "PackError", "installed", "select", "load"
 GROUP = "marvin.commands"
 ALL = "*"
 DATA_FILES = ("rbac.yaml", "vocabulary.yaml", "config.yaml")
-_NAME = re.compile(r"^[a-z][a-z0-9_-]{0,60}$")
 
 
 class PackError(TableError):
@@ -85,8 +83,15 @@ class Loaded:
 
 
 def installed() -> dict[str, Pack]:
-    """Every installed pack by name. Two distributions claiming one name is an error."""
+    """Every installed pack by name (nothing is imported)."""
+    return _discover()[0]
+
+
+def _discover() -> tuple[dict[str, Pack], dict[str, str]]:
+    """Packs by name, and the names two distributions claim (name -> both, for the error:
+    raised only if the operator enables that name, so it never blocks unrelated start-ups)."""
     found: dict[str, Pack] = {}
+    clashes: dict[str, str] = {}
     for ep in importlib.metadata.entry_points(group=GROUP):
         dist = ep.dist
         pack = Pack(
@@ -95,31 +100,29 @@ def installed() -> dict[str, Pack]:
             dist.metadata["Name"] if dist is not None else "?",
             dist.version if dist is not None else "?",
         )
-        other = found.get(pack.name)
-        if other is not None and other != pack:
-            raise PackError(
-                f"two installed distributions provide pack {pack.name!r}: "
+        other = found.setdefault(pack.name, pack)
+        if other != pack:
+            clashes[pack.name] = (
                 f"{other.distribution} {other.version} and {pack.distribution} {pack.version}"
             )
-        if not _NAME.match(pack.name):
-            raise PackError(
-                f"{pack.label}: the entry point name must be lowercase letters, digits, - or _"
-            )
-        found[pack.name] = pack
-    return dict(sorted(found.items()))
+    return dict(sorted(found.items())), clashes
 
 
 def select(wanted: Iterable[str], available: Mapping[str, Pack] | None = None) -> list[Pack]:
     """The packs ``wanted`` names (``"*"``: all installed), in that order."""
-    available = installed() if available is None else available
+    clashes: dict[str, str] = {}
+    if available is None:
+        available, clashes = _discover()
     wanted = list(wanted)
-    if ALL in wanted:
-        return list(available.values())
-    missing = [n for n in wanted if n not in available]
+    chosen = list(available) if ALL in wanted else list(dict.fromkeys(wanted))
+    missing = [n for n in chosen if n not in available]
     if missing:
         have = ", ".join(available) or "none"
         raise PackError(f"pack {missing[0]!r} is not installed (installed packs: {have})")
-    return [available[n] for n in dict.fromkeys(wanted)]
+    for name in chosen:
+        if name in clashes:
+            raise PackError(f"two installed distributions provide pack {name!r}: {clashes[name]}")
+    return [available[n] for n in chosen]
 
 
 _cache: dict[Pack, Loaded] = {}

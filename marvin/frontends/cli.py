@@ -136,6 +136,7 @@ def _commands(config: Config, args: argparse.Namespace) -> int:
                 ("confirm", cmd.spec.confirm),
                 ("mfa", cmd.spec.mfa),
                 ("cli-only", "chat" not in cmd.spec.via),
+                (f"pack {cmd.pack}", bool(cmd.pack)),  # from a command pack (docs/packs.md)
             )
             if on
         ]
