@@ -11,6 +11,8 @@ from marvin.config import Config
 from marvin.core.authz import Authorizer, FrontEnd, local_operator
 from marvin.core.loader import load_handlers
 from marvin.core.matcher import Matcher
+from marvin.core.packs import Loaded
+from marvin.core.packs import enabled as enabled_packs
 from marvin.core.registry import SPEC_ATTR, CommandTable, TableError
 from marvin.core.vocabulary import lint, load_verbs
 from marvin.runtime.app import Marvin
@@ -35,13 +37,19 @@ def builtin_handlers() -> list[Callable[..., Any]]:
     return [fn for name in BUILTIN_MODULES for fn in importlib.import_module(name).HANDLERS]
 
 
-def build_table(handlers: Iterable[Callable[..., Any]]) -> CommandTable:
+def build_table(
+    handlers: Iterable[Callable[..., Any]], packs: Iterable[Loaded] = ()
+) -> CommandTable:
     """Built-ins plus ``handlers``; raises TableError for duplicates or ambiguous examples.
 
     The ``marvin`` family and ``inline=True`` belong to the built-ins alone: policy lets every
     identified user run built-ins, and inline commands skip confirmation, MFA, locks and the
-    job pool, so a team command must never pass for one."""
-    handlers = list(handlers)
+    job pool, so a team command must never pass for one.
+
+    ``packs`` (enabled command packs) add their commands, each marked with its pack, so every
+    start-up error about one (duplicate ref, ambiguous example) names the pack."""
+    packs = list(packs)
+    handlers = [*handlers, *(fn for p in packs for fn in p.handlers)]
     for fn in handlers:
         for spec in getattr(fn, SPEC_ATTR, ()):
             if spec.family == "marvin" or spec.inline:
@@ -49,19 +57,25 @@ def build_table(handlers: Iterable[Callable[..., Any]]) -> CommandTable:
                     f"{spec.ref} ({fn.__module__}): the 'marvin' family and inline=True are "
                     "reserved for Marvin's built-in commands"
                 )
-    table = CommandTable.build([*builtin_handlers(), *handlers])
+    provenance = {fn: p.name for p in packs for fn in p.handlers}
+    table = CommandTable.build([*builtin_handlers(), *handlers], provenance)
     Matcher(table).check_examples()
     validate_checks(table)  # each command's out-of-band checks exist (marvin/runtime/checks.py)
     return table
 
 
 def lint_table(config: Config, table: CommandTable) -> list[str]:
-    return lint(table, load_verbs(config.file("vocabulary")))
+    # The enabled packs' verbs join the operator's list (the vocabulary is shared).
+    verbs = load_verbs(config.file("vocabulary"))
+    for pack in enabled_packs(config.get("commands.packs")):
+        verbs |= pack.verbs
+    return lint(table, verbs)
 
 
 def load_table(config: Config, *, lint_mode: str | None = None) -> tuple[CommandTable, list[str]]:
     folders = [config.root / p for p in config.get("commands.paths")]
-    table = build_table(load_handlers(folders))
+    packs = enabled_packs(config.get("commands.packs"))  # imported by load_config already
+    table = build_table(load_handlers(folders), packs)
     problems = lint_table(config, table)
     mode = lint_mode or config.get("commands.lint")
     if problems and mode == "strict":

@@ -7,6 +7,7 @@ import importlib
 import os
 import pkgutil
 import re
+import sys
 import threading
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
@@ -14,6 +15,8 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+
+from marvin.core import packs as _packs
 
 __all__ = [
     "ConfigError",
@@ -50,10 +53,22 @@ class Setting:
 SECTIONS: dict[str, dict[str, Setting]] = {}
 # Sections validated by their owners (the security chain, the Slack front end).
 _OWNED = {"security", "slack"}
+# Section -> the module that declared it first. Only modules of the same top-level package
+# may add to a section, so a command pack can declare sections of its own but never change
+# Marvin's (``consul``) or another pack's; and a disabled pack's sections are not accepted.
+OWNERS: dict[str, str] = {}
 
 
-def declare(section: str, settings: Mapping[str, Setting]) -> None:
-    """Declare the keys of a top-level section (idempotent for the same keys)."""
+def declare(section: str, settings: Mapping[str, Setting], *, owner: str | None = None) -> None:
+    """Declare the keys of a top-level section (idempotent for the same keys). ``owner`` is
+    the declaring module (by default the caller's)."""
+    owner = owner or sys._getframe(1).f_globals.get("__name__", "")
+    first = OWNERS.setdefault(section, owner)
+    if first.split(".")[0] != owner.split(".")[0]:
+        raise ConfigError(
+            f"configuration section {section!r} belongs to {first}; {owner} cannot declare it "
+            "(a pack declares sections of its own)"
+        )
     SECTIONS.setdefault(section, {}).update(settings)
 
 
@@ -89,6 +104,10 @@ declare(
         ),
         "lint": Setting(
             str, "strict", lambda v: v in ("strict", "warn", "off"), "one of strict, warn, off"
+        ),
+        # Installed command packs to load (marvin.core.packs): none unless listed; "*": all.
+        "packs": Setting(
+            list, [], lambda v: all(isinstance(p, str) for p in v), 'a list of pack names or "*"'
         ),
     },
 )
@@ -229,8 +248,16 @@ def load_section_owners() -> None:
 
 def _validate(cfg: Config) -> None:
     load_section_owners()
-    check_keys(cfg.error, "", cfg.data, set(SECTIONS) | _OWNED)
+    # Enabled packs are imported before the rest is validated: their sections must be known.
+    _check_value(cfg, "commands.packs", SECTIONS["commands"]["packs"])
+    hidden = _pack_sections(cfg)
+    for key in cfg.data:
+        if key in hidden:
+            raise cfg.error(key, f"belongs to {hidden[key]}, which commands.packs does not enable")
+    check_keys(cfg.error, "", cfg.data, (set(SECTIONS) - set(hidden)) | _OWNED)
     for name, settings in SECTIONS.items():
+        if name in hidden:
+            continue
         if "" in settings:  # a top-level scalar such as ``vocabulary``
             _check_value(cfg, name, settings[""])
             continue
@@ -247,3 +274,54 @@ def _check_value(cfg: Config, key: str, s: Setting) -> None:
         raise cfg.error(key, f"expected {s.expected}, got {value!r}")
     if s.check is not None and not s.check(value):
         raise cfg.error(key, f"expected {s.expected}, got {value!r}")
+
+
+def _pack_sections(cfg: Config) -> dict[str, str]:
+    """Load the packs ``commands.packs`` enables and declare their ``config.yaml`` defaults.
+    Returns the sections of installed packs that are NOT enabled (section -> pack label):
+    they were declared when such a pack was imported in this process (``marvin packs``)."""
+    try:
+        loaded = _packs.enabled(cfg.get("commands.packs"))
+        for pack in loaded:
+            for section, defaults in pack.config.items():
+                _declare_defaults(pack, section, defaults)
+    except (_packs.PackError, ConfigError) as exc:
+        raise cfg.error("commands.packs", str(exc)) from None
+    foreign = {s: o for s, o in OWNERS.items() if o.split(".")[0] != "marvin"}
+    if not foreign:
+        return {}
+    others = [p for p in _packs.installed().values() if all(p != x.pack for x in loaded)]
+    hidden = {}
+    for section, owner in foreign.items():
+        if any(x.owns(owner) for x in loaded):
+            continue
+        for pack in others:
+            if owner.split(".")[0] == pack.module.split(".")[0]:
+                hidden[section] = pack.label
+    return hidden
+
+
+_KINDS: tuple[tuple[type | tuple[type, ...], str], ...] = (
+    (bool, "true or false"),
+    ((int, float), "a number"),
+    (str, "text"),
+    (list, "a list"),
+    (dict, "a mapping"),
+)
+
+
+def _declare_defaults(pack: _packs.Loaded, section: str, defaults: Mapping[str, Any]) -> None:
+    """A pack's ``config.yaml``: each key is declared with its default's kind."""
+    settings = {}
+    for key, value in defaults.items():
+        kind, expected = next(
+            ((t, e) for t, e in _KINDS if isinstance(value, t)), (object, "any value")
+        )
+        setting = Setting(kind, value, None, expected)
+        known = SECTIONS.get(section, {}).get(key)
+        if known is not None and known != setting:
+            raise ConfigError(
+                f"{pack.pack.label}: config.yaml: {section}.{key} is also declared in Python"
+            )
+        settings[key] = setting
+    declare(section, settings, owner=pack.home)

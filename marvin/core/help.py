@@ -28,7 +28,7 @@ def overview(commands: Iterable[Command], word: str | None = None) -> Reply:
     sections: list[str] = []
     for family in sorted(groups):
         body = "\n".join(
-            f"• `{c.usage}` — {c.spec.description} _({c.ref})_" for c in groups[family]
+            f"• `{c.usage}` — {c.spec.description} _({c.ref}{_from(c)})_" for c in groups[family]
         )
         lines.append(f"*{family}*\n{body}")
         sections.extend(split_text(f"*{family}*\n{body}", _MAX_SECTION))
@@ -37,9 +37,16 @@ def overview(commands: Iterable[Command], word: str | None = None) -> Reply:
     return Reply("\n\n".join(lines), sections=tuple(sections), note=tail)
 
 
+def _from(cmd: Command) -> str:
+    return f", pack {cmd.pack}" if cmd.pack else ""
+
+
 def detail(cmd: Command) -> Reply:
     spec = cmd.spec
-    lines = [f"*{cmd.ref}* — {spec.description}", "Usage:"]
+    lines = [f"*{cmd.ref}* — {spec.description}"]
+    if cmd.pack:  # provenance: who to ask about it, and where its policy comes from
+        lines.append(f"From the command pack `{cmd.pack}` (see `marvin packs`).")
+    lines.append("Usage:")
     lines += [f"• `{usage(f)}`" for f in spec.formats]
     if cmd.params:
         lines.append("Parameters:")

@@ -199,11 +199,12 @@ class Matcher:
                 hits, pairs = self._raw(example)
                 refs = list(dict.fromkeys(c.ref for c, _ in hits))
                 if cmd.ref not in refs:
-                    raise TableError(f"{cmd.ref}: example {example!r} does not match its formats")
-                others = [r for r in refs if r != cmd.ref]
+                    raise TableError(f"{cmd.label}: example {example!r} does not match its formats")
+                # Labels name the pack of each command, so a clash between packs names both.
+                others = list(dict.fromkeys(c.label for c, _ in hits if c.ref != cmd.ref))
                 if others:
                     raise TableError(
-                        f"{cmd.ref}: example {example!r} also matches "
+                        f"{cmd.label}: example {example!r} also matches "
                         f"{', '.join(others)}; make the formats distinct"
                     )
                 readings = {tuple(sorted(v.items())) for c, v in hits if c.ref == cmd.ref}

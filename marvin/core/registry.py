@@ -126,10 +126,21 @@ class Command:
     required: tuple[str, ...]
     module: str
     usage: str  # the first format as people read it (``<name>`` values, ``[optional]`` parts)
+    pack: str = ""  # the command pack it comes from (marvin.core.packs); "": Marvin's own
 
     @property
     def ref(self) -> str:
         return self.spec.ref
+
+    @property
+    def where(self) -> str:
+        """Where it is defined, for start-up errors: its module, and its pack if any."""
+        return f"{self.module} (pack {self.pack})" if self.pack else self.module
+
+    @property
+    def label(self) -> str:
+        """The ref, naming its pack if any."""
+        return f"{self.ref} (pack {self.pack})" if self.pack else self.ref
 
     def mask(self, text: str, params: Mapping[str, Any]) -> str:
         """``text`` (an exception's, say) without the values of secret parameters."""
@@ -147,8 +158,10 @@ class Command:
         }
 
 
-def _make(spec: CommandSpec, handler: Callable[..., Any]) -> Command:
+def _make(spec: CommandSpec, handler: Callable[..., Any], pack: str = "") -> Command:
     where = f"{spec.ref} ({handler.__module__}.{handler.__qualname__})"
+    if pack:
+        where = f"{spec.ref} (pack {pack}: {handler.__module__}.{handler.__qualname__})"
     try:
         formats = tuple(compile_format(f) for f in spec.formats)
     except FormatError as exc:
@@ -192,6 +205,7 @@ def _make(spec: CommandSpec, handler: Callable[..., Any]) -> Command:
         required,
         handler.__module__,
         usage(spec.formats[0]),
+        pack,
     )
 
 
@@ -204,16 +218,26 @@ class CommandTable:
             other = self._by_ref.get(cmd.ref)
             if other is not None:
                 raise TableError(
-                    f"duplicate command ref {cmd.ref!r}: defined in {other.module} and {cmd.module}"
+                    f"duplicate command ref {cmd.ref!r}: defined in {other.where} and {cmd.where}"
                 )
             self._by_ref[cmd.ref] = cmd
         self._by_ref = dict(sorted(self._by_ref.items()))
         self._frozen = MappingProxyType(self._by_ref)
 
     @classmethod
-    def build(cls, handlers: Iterable[Callable[..., Any]]) -> CommandTable:
-        """Build from decorated functions (a function may carry several specs)."""
-        return cls(_make(spec, fn) for fn in handlers for spec in getattr(fn, SPEC_ATTR, ()))
+    def build(
+        cls,
+        handlers: Iterable[Callable[..., Any]],
+        packs: Mapping[Callable[..., Any], str] | None = None,
+    ) -> CommandTable:
+        """Build from decorated functions (a function may carry several specs). ``packs``
+        maps a handler to the command pack it comes from (its provenance)."""
+        packs = packs or {}
+        return cls(
+            _make(spec, fn, packs.get(fn, ""))
+            for fn in handlers
+            for spec in getattr(fn, SPEC_ATTR, ())
+        )
 
     def __getitem__(self, ref: str) -> Command:
         return self._frozen[ref]

@@ -45,7 +45,7 @@ def lint(table: CommandTable, verbs: frozenset[str]) -> list[str]:
             if not words or words[0] not in verbs:
                 first = words[0] if words else fmt.split(" ")[0]
                 errors.append(
-                    f"{cmd.ref}: format {fmt!r} starts with {first!r}, which is not a "
+                    f"{cmd.label}: format {fmt!r} starts with {first!r}, which is not a "
                     f"verb in the vocabulary ({', '.join(sorted(verbs))})"
                 )
         words = _head(cmd.spec.formats[0])
@@ -57,10 +57,10 @@ def lint(table: CommandTable, verbs: frozenset[str]) -> list[str]:
         shape = tuple("<family>" if w == family else w for w in words)
         cut = next((i for i, w in enumerate(shape) if w.startswith("{")), len(shape) - 1)
         shape = shape[: cut + 1]
-        seen = shapes.setdefault(key, (shape, cmd.ref, cmd.spec.formats[0]))
+        seen = shapes.setdefault(key, (shape, cmd.label, cmd.spec.formats[0]))
         if seen[0] != shape:
             errors.append(
-                f"{cmd.ref}: '{cmd.spec.formats[0]}' and {seen[1]}: '{seen[2]}' both "
+                f"{cmd.label}: '{cmd.spec.formats[0]}' and {seen[1]}: '{seen[2]}' both "
                 f"{key[0]} an {key[1]} but say it differently ('{' '.join(shape)}' vs "
                 f"'{' '.join(seen[0])}'); families must share one shape"
             )

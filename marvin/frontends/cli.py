@@ -6,8 +6,12 @@ import argparse
 import os
 import sys
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 from marvin.config import Config, ConfigError, load_config
+
+if TYPE_CHECKING:
+    from marvin.core.registry import CommandTable
 
 __all__ = ["main"]
 
@@ -32,6 +36,7 @@ def _parser() -> argparse.ArgumentParser:
         "--lint", action="store_true", help="check the shared vocabulary; exit 1 on problems"
     )
     sub.add_parser("check", help="validate configuration and the command table")
+    sub.add_parser("packs", help="list installed command packs, enabled or not, and their commands")
     sv = sub.add_parser(
         "serve", help="connect to Slack (Socket Mode); the console without Slack tokens"
     )
@@ -43,6 +48,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     from marvin.core.registry import TableError
     from marvin.logs import setup_logging
+    from marvin.security.policy import PolicyError  # a pack's rules are checked at start-up
 
     try:
         config = load_config(args.config)
@@ -50,7 +56,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             json=args.cmd == "serve" and _slack_configured(), level=config.get("logging.level")
         )
         return _COMMANDS[args.cmd](config, args)
-    except (ConfigError, TableError) as exc:
+    except (ConfigError, TableError, PolicyError) as exc:
         print(f"marvin: {exc}", file=sys.stderr)
         return 2
 
@@ -130,6 +136,7 @@ def _commands(config: Config, args: argparse.Namespace) -> int:
                 ("confirm", cmd.spec.confirm),
                 ("mfa", cmd.spec.mfa),
                 ("cli-only", "chat" not in cmd.spec.via),
+                (f"pack {cmd.pack}", bool(cmd.pack)),  # from a command pack (docs/packs.md)
             )
             if on
         ]
@@ -156,8 +163,29 @@ def _check(config: Config, args: argparse.Namespace) -> int:
     except ValueError as exc:  # policy and security settings errors name file and rule
         print(f"marvin: {exc}", file=sys.stderr)
         return 2
+    _check_packs(config, table)
     print(f"{config.path}: OK; {len(table)} commands")
     return 0
+
+
+def _check_packs(config: Config, table: CommandTable) -> None:
+    """Command packs (docs/packs.md): which are enabled, and their commands no rule covers."""
+    from marvin.core.packs import enabled
+    from marvin.frontends.packs import uncovered
+    from marvin.security.policy import load_policy
+
+    packs = enabled(config.get("commands.packs"))
+    if packs:
+        policy = load_policy(config.file("security.policy"), packs)
+        for warning in uncovered(table, policy, packs):
+            print(f"pack warning: {warning}", file=sys.stderr)
+        print("packs: " + ", ".join(f"{p.name} {p.pack.version}" for p in packs))
+
+
+def _packs(config: Config, args: argparse.Namespace) -> int:
+    from marvin.frontends.packs import list_packs
+
+    return list_packs(config, sys.stdout)
 
 
 def _serve(config: Config, args: argparse.Namespace) -> int:
@@ -179,6 +207,7 @@ _COMMANDS = {
     "run": _run_command,
     "commands": _commands,
     "check": _check,
+    "packs": _packs,
     "serve": _serve,
 }
 

@@ -13,6 +13,12 @@ Format (the file itself documents it for operators)::
         chat: false                 # the older spelling of via: [cli]
         checks: [ga_repository]     # out-of-band checks before it runs (marvin.core.checks)
         reason: "..."               # optional text for refusals (deny / via)
+      - include: example            # a command pack's own rules (its rbac.yaml), spliced here
+
+A pack's rules apply only where the operator's file includes them, in that position: rules
+above the include still win. They may name only that pack's commands (checked at start-up), so
+a pack cannot grant itself rights over anything else; and a pack that is not enabled, or ships
+no rules, cannot be included.
 
 Precedence: **first match wins**, top to bottom, like a firewall. A rule matches a command when
 one of its globs matches the ref and, if it has ``targets``, every named parameter has a value
@@ -39,6 +45,7 @@ import yaml
 
 from marvin.core.checks import problems as check_problems
 from marvin.core.model import VIAS
+from marvin.core.packs import Loaded
 from marvin.core.registry import Command
 
 __all__ = ["Policy", "PolicyError", "Rule", "BUILTIN_FAMILY", "is_builtin", "load_policy"]
@@ -71,10 +78,12 @@ class Rule:
     via: frozenset[str] = frozenset(VIAS)
     reason: str = ""
     checks: tuple[str, ...] = ()  # run before the command, after the command's own checks
+    pack: str = ""  # included from this command pack's rbac.yaml (index: its position there)
 
     @property
     def label(self) -> str:
-        return f"rule {self.index}" + (f" ({self.name})" if self.name else "")
+        where = f"pack {self.pack} rule {self.index}" if self.pack else f"rule {self.index}"
+        return where + (f" ({self.name})" if self.name else "")
 
     def covers(self, ref: str) -> bool:
         return any(fnmatch.fnmatchcase(ref, glob) for glob in self.commands)
@@ -133,6 +142,13 @@ class Policy:
         for i, rule in enumerate(self.rules):
             for glob in rule.commands:
                 hits = [c for c in commands if fnmatch.fnmatchcase(c.ref, glob)]
+                foreign = [c.ref for c in hits if rule.pack and c.pack != rule.pack]
+                if foreign:  # a pack's rules govern its own commands, nothing else
+                    problems.append(
+                        f"{rule.label}: {glob!r} matches {', '.join(foreign)}, which pack "
+                        f"{rule.pack} does not provide; a pack's rules may name only its own "
+                        "commands"
+                    )
                 if hits:
                     continue
                 if any(fnmatch.fnmatchcase(c.ref, glob) for c in builtins):
@@ -170,8 +186,9 @@ class Policy:
             raise PolicyError(f"{self.path}: " + f"\n{self.path}: ".join(problems))
 
 
-def load_policy(path: str | Path) -> Policy:
-    """Parse and validate the file's structure (``Policy.check`` then validates refs)."""
+def load_policy(path: str | Path, packs: Iterable[Loaded] = ()) -> Policy:
+    """Parse and validate the file's structure (``Policy.check`` then validates refs).
+    ``packs`` are the enabled command packs, whose rules ``include:`` entries splice in."""
     path = Path(path)
     try:
         doc = yaml.safe_load(path.read_text(encoding="utf-8"))
@@ -181,11 +198,44 @@ def load_policy(path: str | Path) -> Policy:
         raise PolicyError(f"{path}: not valid YAML: {exc}") from None
     if not isinstance(doc, dict) or set(doc) - {"rules"} or not isinstance(doc.get("rules"), list):
         raise PolicyError(f"{path}: expected a mapping with one key, `rules:` (a list of rules)")
-    return Policy((_rule(path, i, raw) for i, raw in enumerate(doc["rules"], 1)), path)
+    enabled = {p.name: p for p in packs}
+    rules: list[Rule] = []
+    included: set[str] = set()
+    for i, raw in enumerate(doc["rules"], 1):
+        if isinstance(raw, dict) and "include" in raw:
+            rules.extend(_include(path, i, raw, enabled, included))
+        else:
+            rules.append(_rule(path, i, raw))
+    return Policy(rules, path)
 
 
-def _rule(path: Path, index: int, raw: Any) -> Rule:
-    where = f"{path}: rule {index}"
+def _include(
+    path: Path, index: int, raw: dict[str, Any], packs: Mapping[str, Loaded], seen: set[str]
+) -> list[Rule]:
+    """``- include: <pack>``: that pack's rules, at this position."""
+    name = raw["include"]
+    where = f"{path}: rule {index} (include)"
+    if set(raw) != {"include"} or not isinstance(name, str):
+        raise PolicyError(f"{where}: expected only `include: <pack name>`")
+    pack = packs.get(name)
+    if pack is None:
+        raise PolicyError(
+            f"{where}: pack {name!r} is not enabled (commands.packs in marvin.yaml); "
+            f"enabled: {', '.join(packs) or 'none'}"
+        )
+    if pack.rules is None:
+        raise PolicyError(
+            f"{where}: {pack.pack.label} ships no rbac.yaml; write rules for its commands here"
+        )
+    if name in seen:
+        raise PolicyError(f"{where}: pack {name!r} is already included above")
+    seen.add(name)
+    source = f"{path}: rule {index} (include: {name}): its rbac.yaml"
+    return [_rule(path, j, r, pack=name, source=source) for j, r in enumerate(pack.rules, 1)]
+
+
+def _rule(path: Path, index: int, raw: Any, *, pack: str = "", source: str = "") -> Rule:
+    where = f"{source or path}: rule {index}"
     if isinstance(raw, dict) and isinstance(raw.get("name"), str):
         where += f" ({raw['name']})"
 
@@ -225,7 +275,9 @@ def _rule(path: Path, index: int, raw: Any) -> Rule:
     if not isinstance(name, str) or not isinstance(reason, str):
         raise err("name and reason must be text")
     checks = _globs(raw["checks"], "checks", err) if "checks" in raw else ()
-    return Rule(index, name, commands, targets, groups, reason=reason, checks=checks, **flags)
+    return Rule(
+        index, name, commands, targets, groups, reason=reason, checks=checks, pack=pack, **flags
+    )
 
 
 def _via(raw: Mapping[str, Any], err: Any) -> frozenset[str]:

@@ -36,6 +36,7 @@ from typing import Any
 
 from marvin.config import Config, ConfigError, check_keys
 from marvin.core.authz import Authorizer, SecondFactor
+from marvin.core.packs import enabled as enabled_packs
 from marvin.security.directory import Directory, DirectoryConfigError, StaticDirectory
 from marvin.security.duo import DuoConfig, DuoPush
 from marvin.security.ldap import LdapConfig, LdapDirectory
@@ -115,7 +116,10 @@ def build_authorizer(config: Config) -> Authorizer:
 
     section(config, "security", _TOP)
     try:
-        policy = load_policy(config.root / str(config.get("security.policy", "rbac.yaml")))
+        policy = load_policy(
+            config.root / str(config.get("security.policy", "rbac.yaml")),
+            enabled_packs(config.get("commands.packs")),  # what `include: <pack>` may name
+        )
     except PolicyError as exc:
         raise ConfigError(str(exc)) from None
     auditors = config.get("security.auditors_group")

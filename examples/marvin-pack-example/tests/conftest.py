@@ -1,0 +1,1 @@
+pytest_plugins = ["marvin.testing"]  # the marvin_bot fixture
