@@ -48,8 +48,8 @@ class Setting:
 # backend never edits this file. Unknown top-level keys and unknown keys inside a declared
 # section are errors, so a typo is never silently ignored.
 SECTIONS: dict[str, dict[str, Setting]] = {}
-# Sections validated by their owners (the security chain, the Slack front end).
-_OWNED = {"security", "slack"}
+# Sections validated by their owners (the security chain, the Slack front end, the HTTP API).
+_OWNED = {"security", "slack", "api"}
 
 
 def declare(section: str, settings: Mapping[str, Setting]) -> None:
