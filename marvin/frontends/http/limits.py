@@ -86,7 +86,7 @@ async def read_json(request: Request, limit: int) -> dict[str, Any]:
         raise ApiError(415, "unsupported_media_type", "Send JSON (Content-Type: application/json).")
     try:
         value = json.loads(body or b"{}")
-    except (ValueError, UnicodeDecodeError):
+    except (ValueError, RecursionError):  # RecursionError: nested too deep
         raise ApiError(400, "bad_json", "The body is not valid JSON.") from None
     if not isinstance(value, dict):
         raise ApiError(400, "bad_json", "The body must be a JSON object.")
