@@ -22,7 +22,13 @@ from marvin.frontends.http.server import ApiServer
 from marvin.frontends.http.settings import ApiSettings
 from marvin.runtime.apikeys import StoredKeys
 from marvin.runtime.store import Store
+from marvin.security.authorizer import PolicyAuthorizer
+from marvin.security.directory import StaticDirectory
+from marvin.security.duo import DuoConfig, DuoPush
+from marvin.security.mfa import DuoSecondFactor
+from marvin.security.policy import load_policy
 from marvin.testing import Replies
+from tests.fakes.duo import FakeDuo, fake_duo_fixture  # noqa: F401  (fixture "fake_duo")
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -157,3 +163,45 @@ def test_a_crash_is_a_json_500_without_a_stack_trace(app, monkeypatch) -> None: 
             assert client.get("/openapi.json").json()["info"]["title"] == "Marvin API"
     finally:
         server.stop()
+
+
+@command("u.guarded", "unit guarded", description="d", examples=["unit guarded"], mfa=True)
+def guarded(ctx) -> str:
+    return "guarded ok"
+
+
+def test_mfa_push_goes_to_the_key_owner_and_the_request_returns_at_once(
+    tmp_path: Path, fake_duo: FakeDuo
+) -> None:
+    (tmp_path / "rbac.yaml").write_text("rules:\n  - {commands: ['u.*'], groups: [ops]}\n")
+    (tmp_path / "directory.yaml").write_text("users:\n  alice@example.com: {groups: [ops]}\n")
+    authz = PolicyAuthorizer(
+        load_policy(tmp_path / "rbac.yaml"), StaticDirectory(tmp_path / "directory.yaml")
+    )
+    cfg = load_config(DEFAULT_CONFIG, env={"MARVIN_STATE": str(tmp_path / "m.sqlite3")})
+    identity = ApiIdentity()
+    table = build_table([slow, guarded])
+    app = build_app(cfg, table=table, authorizer=authz, frontends=[identity.front_end])
+    identity.attach(app.keys)
+    duo = DuoConfig(ikey=fake_duo.ikey, skey=fake_duo.skey, host=fake_duo.host,
+                    ca_certs=fake_duo.ca_certs)  # fmt: skip
+    app.second_factor = DuoSecondFactor(DuoPush(duo))
+    fake_duo.polls_before_answer = 3  # the push stays unanswered for a while
+    fake_duo.set_mode("alice", "allow")
+    _, token = app.keys.create("alice@example.com", "ci")
+    server = ApiServer(app, ApiSettings(port=0)).start()
+    try:
+        with httpx.Client(base_url=server.url, headers={"Authorization": f"Bearer {token}"}) as c:
+            r = c.post("/api/v1/executions", json={"ref": "u.guarded"})
+            assert r.status_code == 202, r.text
+            ex_id = r.json()["id"]
+            assert c.get(f"/api/v1/executions/{ex_id}").json()["state"] in ("queued", "running")
+            app.wait(ex_id, timeout=20)
+            got = c.get(f"/api/v1/executions/{ex_id}").json()
+        assert got["state"] == "succeeded" and got["result"].startswith("guarded ok")
+        assert "mfa_approved" in [a["event"] for a in got["audit"]]
+        auth = next(call for call in fake_duo.calls if call.path == "/auth/v2/auth")
+        assert auth.params["username"] == "alice"  # the key's owner, from the directory's email
+    finally:
+        server.stop()
+        app.shutdown(timeout=5)
