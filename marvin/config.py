@@ -51,8 +51,8 @@ class Setting:
 # backend never edits this file. Unknown top-level keys and unknown keys inside a declared
 # section are errors, so a typo is never silently ignored.
 SECTIONS: dict[str, dict[str, Setting]] = {}
-# Sections validated by their owners (the security chain, the Slack front end).
-_OWNED = {"security", "slack"}
+# Sections validated by their owners (the security chain, the Slack front end, the HTTP API).
+_OWNED = {"security", "slack", "api"}
 # Section -> the module that declared it first. Only modules of the same top-level package
 # may add to a section, so a command pack can declare sections of its own but never change
 # Marvin's (``consul``) or another pack's; and a disabled pack's sections are not accepted.

@@ -39,7 +39,7 @@ def whoami(ctx: Context) -> str:
     user = ctx.user  # already identified by the authoriser before any command runs
     lines = [
         f"You are {user.email or 'unknown'} (user id `{user.id}`, "
-        f"via {user.source}, a {user.via} channel)."
+        f"via {user.source}, {'an' if user.via == 'api' else 'a'} {user.via} channel)."
     ]
     lines.append("Groups: " + (", ".join(sorted(user.groups)) or "none"))
     lines.extend(ops(ctx).describe(user))

@@ -8,23 +8,82 @@ outside the runtime reaches the store, the job manager or the authorizer directl
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from typing import Any, Protocol
+from dataclasses import dataclass
+from typing import Any, Literal, Protocol
 
+from marvin.core.apikeys import KeyRing
 from marvin.core.authz import Decision
 from marvin.core.model import JobView, Message, User
 from marvin.core.registry import Command, CommandTable
 
-__all__ = ["Operations", "Cancel"]
+__all__ = ["Operations", "Cancel", "Outcome", "OutcomeKind", "REFUSALS"]
 
 Cancel = Callable[[], None]
+
+# What became of one request, for front ends that answer synchronously (the HTTP API):
+#   accepted   an execution was created and admitted (it may wait for its lock, or a Duo push)
+#   inline     a built-in answered at once (help, whoami...); nothing was queued
+#   confirming the front end was asked to confirm and will answer later (Slack buttons)
+#   empty, unknown, ambiguous, invalid   the text or parameters (the same message as chat)
+#   identity   who is asking could not be established (front end, directory)
+#   policy     the policy refused (the rule's reason)
+#   declined   a confirmation was asked and not given
+#   locked, limit, busy, shutdown   admission refused (lock held, per-user cap, queue full,
+#              stopping); the execution was recorded "refused"
+#   finished, forbidden   (cancel) the execution has ended; not the asker's to cancel
+OutcomeKind = Literal[
+    "accepted",
+    "inline",
+    "confirming",
+    "empty",
+    "unknown",
+    "ambiguous",
+    "invalid",
+    "identity",
+    "policy",
+    "declined",
+    "locked",
+    "limit",
+    "busy",
+    "shutdown",
+    "finished",
+    "forbidden",
+]
+REFUSALS: frozenset[str] = frozenset(
+    {"empty", "unknown", "ambiguous", "invalid", "identity", "policy", "declined"}
+    | {"locked", "limit", "busy", "shutdown", "forbidden"}
+)
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """The typed answer to one request; ``message`` is what chat would have been told."""
+
+    kind: OutcomeKind
+    message: str = ""
+    execution_id: str | None = None
+    ref: str | None = None
+
+    @property
+    def refused(self) -> bool:
+        return self.kind in REFUSALS
 
 
 class Operations(Protocol):
     table: CommandTable
+    keys: KeyRing  # API keys (the HTTP API's identities; ``marvin keys``)
 
     # -- requests (front ends) ----------------------------------------------------------------
     def handle(self, msg: Message) -> None:
         """Accept a message and return at once; the work happens on Marvin's pools."""
+
+    def submit(self, msg: Message) -> Outcome:
+        """``process`` with its typed outcome (accepted, or refused and why)."""
+
+    def submit_command(
+        self, msg: Message, cmd: Command, params: Mapping[str, Any], *, confirmed: bool = False
+    ) -> Outcome:
+        """``dispatch`` with its typed outcome."""
 
     def process(self, msg: Message) -> str | None:
         """Handle a message on the calling thread up to the job pool; the execution id."""
@@ -59,6 +118,12 @@ class Operations(Protocol):
     def live(self) -> list[JobView]: ...
 
     def cancel(self, execution_id: str, by: User) -> str: ...
+
+    def request_cancel(self, execution_id: str, by: User) -> Outcome:
+        """``cancel`` with its typed outcome: accepted, unknown, finished or forbidden."""
+
+    def metrics_text(self) -> bytes:
+        """The application's metrics in Prometheus' text format."""
 
     def history(self, user_id: str | None, limit: int) -> list[dict[str, Any]]: ...
 

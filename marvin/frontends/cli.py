@@ -1,4 +1,4 @@
-"""The ``marvin`` command: shell, run, commands, check, serve."""
+"""The ``marvin`` command: shell, run, commands, check, serve, api, keys."""
 
 from __future__ import annotations
 
@@ -41,6 +41,14 @@ def _parser() -> argparse.ArgumentParser:
         "serve", help="connect to Slack (Socket Mode); the console without Slack tokens"
     )
     sv.add_argument("--health-port", type=int, help="answer /healthz on this port")
+    # The HTTP API (marvin/frontends/http): beside Slack in `serve`, or alone.
+    sv.add_argument("--api-port", type=int, help="also serve the HTTP API on this port")
+    api = sub.add_parser("api", help="serve the HTTP API alone (no Slack)")
+    api.add_argument("--host", help="address to listen on (default: api.host, loopback)")
+    api.add_argument("--port", type=int, help="port (default: api.port)")
+    from marvin.frontends.http.keys_cli import add_parser as add_keys_parser
+
+    add_keys_parser(sub)
     return p
 
 
@@ -52,9 +60,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     try:
         config = load_config(args.config)
-        setup_logging(
-            json=args.cmd == "serve" and _slack_configured(), level=config.get("logging.level")
-        )
+        json = (args.cmd == "serve" and _slack_configured()) or args.cmd == "api"
+        setup_logging(json=json, level=config.get("logging.level"))
         return _COMMANDS[args.cmd](config, args)
     except (ConfigError, TableError, PolicyError) as exc:
         print(f"marvin: {exc}", file=sys.stderr)
@@ -160,6 +167,9 @@ def _check(config: Config, args: argparse.Namespace) -> int:
         print(f"lint warning: {problem}", file=sys.stderr)
     try:
         build_authorizer(config).check_table(table, strict=True)
+        from marvin.frontends.http.settings import ApiSettings
+
+        ApiSettings.from_config(config)  # the api: section, so a typo never waits for serve
     except ValueError as exc:  # policy and security settings errors name file and rule
         print(f"marvin: {exc}", file=sys.stderr)
         return 2
@@ -202,6 +212,18 @@ def _serve(config: Config, args: argparse.Namespace) -> int:
     return serve(config, args)
 
 
+def _api(config: Config, args: argparse.Namespace) -> int:
+    from marvin.frontends.http.server import run_api
+
+    return run_api(config, args)
+
+
+def _keys(config: Config, args: argparse.Namespace) -> int:
+    from marvin.frontends.http.keys_cli import run_keys
+
+    return run_keys(config, args)
+
+
 _COMMANDS = {
     "shell": _shell,
     "run": _run_command,
@@ -209,6 +231,8 @@ _COMMANDS = {
     "check": _check,
     "packs": _packs,
     "serve": _serve,
+    "api": _api,
+    "keys": _keys,
 }
 
 if __name__ == "__main__":

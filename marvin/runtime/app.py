@@ -26,15 +26,17 @@ from marvin.core.authz import (
     Refused,
     SecondFactor,
 )
-from marvin.core.facade import Cancel
+from marvin.core.facade import Cancel, Outcome, OutcomeKind
 from marvin.core.matcher import Ambiguous, Invalid, Matched, Matcher, Unknown
 from marvin.core.model import JobView, Message, User
 from marvin.core.normalize import normalize
 from marvin.core.registry import Command, CommandTable
 from marvin.runtime import control, due, execution
+from marvin.runtime.apikeys import StoredKeys
 from marvin.runtime.audit import Attempt, Recorder
 from marvin.runtime.jobs import BUSY, RESTARTING, Job, JobManager, JobPool, JobSettings, PoolFull
 from marvin.runtime.locks import lock_key
+from marvin.runtime.metrics import Metrics
 from marvin.runtime.owner import process_identity
 from marvin.runtime.store import Store
 
@@ -76,7 +78,10 @@ class Marvin:
         self.frontends = FrontEnds(frontends)
         self.settings = settings or JobSettings(workers=workers, queue=queue_size)
         jobs = JobManager(self.settings)
-        self.rt = Runtime(store, jobs, Recorder(store), services, process_identity(os.getpid()))
+        self.metrics = Metrics(queued=lambda: jobs.pool.queued, running=lambda: jobs.pool.running)
+        recorder = Recorder(store, self.metrics.audited)
+        self.rt = Runtime(store, jobs, recorder, services, process_identity(os.getpid()))
+        self.keys = StoredKeys(store)  # the HTTP API's identities (``marvin keys``)
         self.intake = JobPool(intake_workers, 4 * self.settings.queue, name="marvin-intake")
         self.notifier = JobPool(1, 256, name="marvin-notify")
         self._due: due.DueScheduler | None = None
@@ -108,13 +113,33 @@ class Marvin:
 
     def process(self, msg: Message) -> str | None:
         """Handle a message on the calling thread up to the job pool; returns the execution id."""
+        return self.submit(msg).execution_id
+
+    # ``submit`` and ``submit_command`` are ``process`` and ``dispatch`` with a typed outcome
+    # (accepted, or refused and why), for front ends that answer at once (the HTTP API). The
+    # requester is told through the responder either way.
+    def submit(self, msg: Message) -> Outcome:
+        started = time.perf_counter()
+        outcome = self._process(msg)
+        self._observe(msg, outcome, started)
+        return outcome
+
+    def submit_command(
+        self, msg: Message, cmd: Command, params: Mapping[str, Any], *, confirmed: bool = False
+    ) -> Outcome:
+        started = time.perf_counter()
+        outcome = self._dispatch(msg, cmd, params, confirmed=confirmed)
+        self._observe(msg, outcome, started)
+        return outcome
+
+    def _process(self, msg: Message) -> Outcome:
         text = normalize(msg.text)
         if not text:
             msg.responder.whisper("Say `help` to see what I can do.")
-            return None
+            return Outcome("empty", "Say `help` to see what I can do.")
         result = self.matcher.match(text)
         if isinstance(result, Matched):
-            return self.dispatch(msg, result.command, result.params)
+            return self._dispatch(msg, result.command, result.params)
         assert isinstance(result, (Unknown, Ambiguous, Invalid))
         ref = result.command.ref if isinstance(result, Invalid) else None
         try:  # usage lines and suggestions are for people Marvin would answer at all
@@ -124,13 +149,23 @@ class Marvin:
         event = "unknown" if isinstance(result, Unknown) else "invalid"
         self.rt.recorder.record(event, Attempt.of(msg, ref), detail=result.message()[:300])
         msg.responder.whisper(result.message())
-        return None
+        kind: OutcomeKind = (
+            "ambiguous"
+            if isinstance(result, Ambiguous)
+            else ("unknown" if isinstance(result, Unknown) else "invalid")
+        )
+        return Outcome(kind, result.message(), ref=ref)
 
     def dispatch(
         self, msg: Message, cmd: Command, params: Mapping[str, Any], *, confirmed: bool = False
     ) -> str | None:
         """Authorise and start ``cmd``; returns the execution id, or None if refused. After a
         confirmation (minutes may have passed) identity and groups are read fresh."""
+        return self.submit_command(msg, cmd, params, confirmed=confirmed).execution_id
+
+    def _dispatch(
+        self, msg: Message, cmd: Command, params: Mapping[str, Any], *, confirmed: bool = False
+    ) -> Outcome:
         shown = cmd.shown(params)
         attempt = Attempt.of(msg, cmd.ref, shown)
         try:
@@ -140,18 +175,18 @@ class Marvin:
         except Refused as exc:
             return self._refuse(msg, attempt, str(exc), exc.log_reason)
         if not decision.allowed:
-            return self._refuse(msg, attempt, decision.reason, decision.reason)
+            return self._refuse(msg, attempt, decision.reason, decision.reason, "policy")
         if cmd.spec.inline:
             self._inline(msg, cmd, params)
-            return None
+            return Outcome("inline", ref=cmd.ref)
         if decision.confirm and not confirmed:
             self.rt.recorder.record("confirm_requested", attempt)
-            started: list[str | None] = []  # filled at once when the front end asks in-line
+            started: list[Outcome] = []  # filled at once when the front end asks in-line
             msg.responder.confirm(
                 f"Run `{cmd.ref}` with {_describe(shown)}?",
                 lambda ok: started.append(self._confirmed(ok, msg, cmd, params, attempt)),
             )
-            return started[0] if started else None
+            return started[0] if started else Outcome("confirming", ref=cmd.ref)
         return self._start(msg, cmd, params, decision, attempt)
 
     def identify(self, user: User, *, fresh: bool = False) -> User:
@@ -235,6 +270,12 @@ class Marvin:
         """Cancel for the requester or a member of ``jobs.cancel_groups`` (see control)."""
         return control.cancel(self.rt, execution_id, by)
 
+    def request_cancel(self, execution_id: str, by: User) -> Outcome:
+        return control.cancel_outcome(self.rt, execution_id, by)
+
+    def metrics_text(self) -> bytes:
+        return self.metrics.text()
+
     def drain(self, grace: float | None = None) -> list[str]:
         """Graceful stop; returns the ids recorded interrupted (see control)."""
         return control.drain(self.rt, grace)
@@ -285,11 +326,17 @@ class Marvin:
             log.exception("message handling failed", user=msg.user.id)
             msg.responder.whisper("Something went wrong on my side; it has been logged.")
 
-    def _refuse(self, msg: Message, attempt: Attempt, text: str, reason: str) -> None:
+    def _refuse(
+        self, msg: Message, attempt: Attempt, text: str, reason: str, kind: OutcomeKind = "identity"
+    ) -> Outcome:
         log.info("refused", user=msg.user.id, ref=attempt.ref, reason=reason)
         self.rt.recorder.record("refused", attempt, detail=reason)
         msg.responder.whisper(text)
-        return None
+        return Outcome(kind, text, ref=attempt.ref)
+
+    def _observe(self, msg: Message, outcome: Outcome, started: float) -> None:
+        elapsed = time.perf_counter() - started
+        self.metrics.request(msg.user.source, outcome.kind, outcome.refused, elapsed)
 
     def _confirmed(
         self,
@@ -298,13 +345,13 @@ class Marvin:
         cmd: Command,
         params: Mapping[str, Any],
         attempt: Attempt,
-    ) -> str | None:
+    ) -> Outcome:
         self.rt.recorder.record("confirmed" if ok else "cancelled", attempt)
         if ok:
             # Minutes may have passed: identity, groups and policy are checked again.
-            return self.dispatch(msg, cmd, params, confirmed=True)
+            return self.submit_command(msg, cmd, params, confirmed=True)
         msg.responder.whisper(f"Cancelled; `{cmd.ref}` was not run.")
-        return None
+        return Outcome("declined", f"Cancelled; `{cmd.ref}` was not run.", ref=cmd.ref)
 
     def _inline(self, msg: Message, cmd: Command, params: Mapping[str, Any]) -> None:
         ctx = execution.Context(
@@ -326,7 +373,7 @@ class Marvin:
         params: Mapping[str, Any],
         decision: Decision,
         attempt: Attempt,
-    ) -> str | None:
+    ) -> Outcome:
         rt, user = self.rt, msg.user
         ex_id = rt.store.create_execution(
             ref=cmd.ref,
@@ -365,14 +412,14 @@ class Marvin:
             rt.recorder.outcome(ex_id, "refused", attempt, refusal.reason, at=time.time())
             log.info("refused", execution_id=ex_id, ref=cmd.ref, reason=refusal.reason)
             msg.responder.whisper(refusal.text)
-            return ex_id
+            return Outcome(refusal.kind, refusal.text, ex_id, cmd.ref)
         msg.responder.react("accepted")
         if job.blocked_by is not None and job.lock is not None:
             msg.responder.say(
                 f"{job.lock.describe()} is busy: {job.blocked_by.describe()}. "
                 f"`{ex_id}` will start when it is free."
             )
-        return ex_id
+        return Outcome("accepted", execution_id=ex_id, ref=cmd.ref)
 
     def _run_job(self, job: Job) -> None:
         """On a job thread: MFA first (so a pending push never blocks other users), then run."""

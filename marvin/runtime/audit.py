@@ -8,7 +8,7 @@ factors, finishes, recovery, confirmation presses and the built-ins all use thes
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -38,8 +38,13 @@ class Attempt:
 
 
 class Recorder:
-    def __init__(self, store: Store) -> None:
+    def __init__(
+        self,
+        store: Store,
+        observe: Callable[[str, str | None, str | None], None] | None = None,
+    ) -> None:
         self.store = store
+        self.observe = observe  # sees (event, ref, execution id) of every row: the metrics
 
     def record(
         self,
@@ -59,6 +64,8 @@ class Recorder:
             params=attempt.params,
             detail=detail,
         )
+        if self.observe is not None:
+            self.observe(event, attempt.ref, execution_id)
 
     def outcome(
         self,

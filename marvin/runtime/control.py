@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 import structlog
 
+from marvin.core.facade import Outcome
 from marvin.core.model import User
 from marvin.runtime import execution
 from marvin.runtime.audit import Attempt
@@ -17,7 +18,7 @@ from marvin.runtime.owner import orphaned
 if TYPE_CHECKING:
     from marvin.runtime.app import Runtime
 
-__all__ = ["cancel", "drain", "recover"]
+__all__ = ["cancel", "cancel_outcome", "drain", "recover"]
 
 log = structlog.get_logger("marvin")
 
@@ -25,26 +26,33 @@ log = structlog.get_logger("marvin")
 def cancel(rt: Runtime, ex_id: str, by: User) -> str:
     """Cancel for the requester or a member of ``jobs.cancel_groups``; returns the answer
     for the person asking. Queued: removed before it runs. Running: cooperative."""
+    return cancel_outcome(rt, ex_id, by).message
+
+
+def cancel_outcome(rt: Runtime, ex_id: str, by: User) -> Outcome:
+    """``cancel`` with its kind: accepted (removed, or asked to stop), unknown, finished
+    (already over, or abandoned and beyond reach) or forbidden."""
     ex_id = ex_id.strip().lower()
     job = rt.jobs.get(ex_id)
     if job is None:
         row = rt.store.get(ex_id)
         if row is None:
-            return f"I don't know an execution `{ex_id}`. Say `jobs` to see what is running."
-        return f"`{ex_id}` ({row['ref']}) is not running: it {row['state'].replace('_', ' ')}."
+            text = f"I don't know an execution `{ex_id}`. Say `jobs` to see what is running."
+            return Outcome("unknown", text, ex_id)
+        text = f"`{ex_id}` ({row['ref']}) is not running: it {row['state'].replace('_', ' ')}."
+        return Outcome("finished", text, ex_id, row["ref"])
+    ref = job.command.ref
     who = by.email or by.id
     own = by.id == job.user_id or bool(by.email and by.email.lower() == job.requester.lower())
     groups = rt.jobs.settings.cancel_groups
-    asker = Attempt(by, job.command.ref, job.message.channel)
+    asker = Attempt(by, ref, job.message.channel)
     if not own and not (groups & {g.lower() for g in by.groups}):
         rt.recorder.record(
             "cancel_refused", asker, execution_id=ex_id, detail=f"requested by {job.requester}"
         )
         extra = f" or members of {', '.join(sorted(groups))}" if groups else ""
-        return (
-            f"`{ex_id}` ({job.command.ref}) was started by {job.requester}; only they{extra} "
-            "can cancel it."
-        )
+        text = f"`{ex_id}` ({ref}) was started by {job.requester}; only they{extra} can cancel it."
+        return Outcome("forbidden", text, ex_id, ref)
     rt.recorder.record("cancel_requested", asker, execution_id=ex_id)
     stage = rt.jobs.withdraw(job, by=who)
     if stage == "removed":
@@ -55,15 +63,17 @@ def cancel(rt: Runtime, ex_id: str, by: User) -> str:
             execution.cancelled_text(job, started=False),
             f"cancelled before it started by {who}",
         )
-        return f"Cancelled `{ex_id}` ({job.command.ref}); it had not started."
+        return Outcome("accepted", f"Cancelled `{ex_id}` ({ref}); it had not started.", ex_id, ref)
     if job.state == "abandoned":
-        return (
-            f"`{ex_id}` ({job.command.ref}) timed out and ignored the request to stop; "
+        text = (
+            f"`{ex_id}` ({ref}) timed out and ignored the request to stop; "
             "it can't be stopped from here, only by restarting Marvin."
         )
+        return Outcome("finished", text, ex_id, ref)
     if stage == "finished":
-        return f"`{ex_id}` ({job.command.ref}) has already ended."
-    return f"Asked `{ex_id}` ({job.command.ref}) to stop; its thread will say when it has."
+        return Outcome("finished", f"`{ex_id}` ({ref}) has already ended.", ex_id, ref)
+    text = f"Asked `{ex_id}` ({ref}) to stop; its thread will say when it has."
+    return Outcome("accepted", text, ex_id, ref)
 
 
 def drain(rt: Runtime, grace: float | None = None) -> list[str]:

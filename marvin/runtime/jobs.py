@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 import structlog
 
+from marvin.core.facade import OutcomeKind
 from marvin.core.model import Message
 from marvin.core.registry import Command
 from marvin.runtime.audit import Attempt
@@ -74,6 +75,7 @@ class JobSettings:
 class Refusal:
     reason: str  # for the store and the log
     text: str  # for the requester
+    kind: OutcomeKind = "busy"  # shutdown | limit | locked | busy
 
 
 @dataclass(eq=False)
@@ -155,7 +157,7 @@ class JobManager:
         cap = self.settings.per_user
         with self._cond:
             if not self.accepting:
-                return Refusal("shutting down", RESTARTING)
+                return Refusal("shutting down", RESTARTING, "shutdown")
             mine = [j for j in self._live.values() if j.user_id == job.user_id]
             mine = [j for j in mine if j.state != "abandoned"]
             if len(mine) >= cap:
@@ -164,6 +166,7 @@ class JobManager:
                     f"per-user limit of {cap}",
                     f"You already have {len(mine)} commands running or queued ({ids}); "
                     f"the limit is {cap}. Wait for one to finish, or `cancel` one.",
+                    "limit",
                 )
             if job.lock is not None:
                 on_free = (
@@ -175,6 +178,7 @@ class JobManager:
                         f"{job.lock.describe()} locked by {holder.execution_id}",
                         f"{job.lock.describe()} is busy: {holder.describe()}. "
                         "Try again when it has finished.",
+                        "locked",
                     )
                 if holder is not None:
                     job.state, job.blocked_by = "waiting", holder

@@ -91,6 +91,20 @@ MIGRATIONS: list[str] = [
     );
     CREATE INDEX due_pending ON due(state, due_at);
     """,
+    # 4: API keys (marvin.runtime.apikeys): only a hash of each secret is kept. Portable SQL
+    # (DOUBLE PRECISION: PostgreSQL's REAL is too coarse for timestamps).
+    """
+    CREATE TABLE api_keys (
+        id TEXT PRIMARY KEY,
+        name TEXT NOT NULL,
+        owner TEXT NOT NULL,
+        secret_hash TEXT NOT NULL,
+        created_at DOUBLE PRECISION NOT NULL,
+        expires_at DOUBLE PRECISION,
+        revoked_at DOUBLE PRECISION,
+        last_used DOUBLE PRECISION
+    );
+    """,
 ]
 
 
@@ -258,6 +272,48 @@ class Store:
         with self._lock:
             rows = self._db.execute(sql + " ORDER BY seq", args).fetchall()
         return [dict(r) for r in rows]
+
+    # -- API keys (marvin.runtime.apikeys) -------------------------------------------------------
+
+    def add_api_key(
+        self,
+        *,
+        key_id: str,
+        name: str,
+        owner: str,
+        secret_hash: str,
+        created_at: float,
+        expires_at: float | None,
+    ) -> None:
+        with self._lock:
+            self._db.execute(
+                "INSERT INTO api_keys (id, name, owner, secret_hash, created_at, expires_at)"
+                " VALUES (?,?,?,?,?,?)",
+                (key_id, name, owner, secret_hash, created_at, expires_at),
+            )
+
+    def api_key(self, key_id: str) -> dict[str, Any] | None:
+        with self._lock:
+            row = self._db.execute("SELECT * FROM api_keys WHERE id = ?", (key_id,)).fetchone()
+        return None if row is None else dict(row)
+
+    def api_keys(self) -> list[dict[str, Any]]:
+        with self._lock:
+            rows = self._db.execute("SELECT * FROM api_keys ORDER BY created_at").fetchall()
+        return [dict(r) for r in rows]
+
+    def revoke_api_key(self, key_id: str, at: float) -> bool:
+        """True if the key was active and is now revoked."""
+        with self._lock:
+            cur = self._db.execute(
+                "UPDATE api_keys SET revoked_at = ? WHERE id = ? AND revoked_at IS NULL",
+                (at, key_id),
+            )
+        return cur.rowcount > 0
+
+    def touch_api_key(self, key_id: str, at: float) -> None:
+        with self._lock:
+            self._db.execute("UPDATE api_keys SET last_used = ? WHERE id = ?", (at, key_id))
 
     def close(self) -> None:
         with self._lock:

@@ -22,6 +22,7 @@ from slack_sdk.errors import SlackApiError, SlackClientError
 from marvin.config import Config
 from marvin.core.authz import FrontEnd
 from marvin.core.facade import Operations
+from marvin.frontends.http.server import ApiService
 from marvin.frontends.lifecycle import install_sigterm
 from marvin.frontends.slack.bot import SlackBot, web_client
 from marvin.frontends.slack.health import HealthServer
@@ -76,12 +77,20 @@ def serve(config: Config, args: Any, env: Mapping[str, str] | None = None) -> in
     # shorter GIL switch interval lets the socket reader thread ack promptly while worker
     # threads are busy rendering replies (CPython's default is 5 ms).
     sys.setswitchinterval(0.0005)
-    app = build_app(config, frontends=[front_end(config, client)])
+    api = ApiService.from_config(config, args.api_port)  # the HTTP API beside Bolt, if enabled
+    frontends = [front_end(config, client), *([api.front_end] if api else [])]
+    app = build_app(config, frontends=frontends)
     bot = SlackBot(app, client, app_token, settings, bot_user_id=who.get("user_id"))
     health = None
     if args.health_port is not None:
         health = HealthServer(args.health_port, bot.connected, settings.health_host).start()
         log.info("health endpoint listening", port=health.port, path="/healthz")
+    if api is not None:
+        try:
+            api.start(app)
+        except OSError as exc:
+            _stop(app, bot, health)
+            return _fail(f"cannot serve the API on {api.settings.host}: {exc}", 1)
     try:
         bot.connect()
     except SlackApiError as exc:
@@ -103,12 +112,12 @@ def serve(config: Config, args: Any, env: Mapping[str, str] | None = None) -> in
     # Interrupted executions, and actions due later (a maintenance window's end), are told in
     # the thread that asked for them.
     app.start(bot.notify_interrupted)
-    install_sigterm(app, after=lambda: _close(bot, health))
+    install_sigterm(app, after=lambda: _close(bot, health, api))
     try:
         threading.Event().wait()  # everything runs on other threads; signals end this
     except KeyboardInterrupt:
         log.info("interrupted; stopping")
-        _stop(app, bot, health)
+        _stop(app, bot, health, api)
     return 0
 
 
@@ -124,12 +133,16 @@ def _fail(text: str, status: int) -> int:
     return status
 
 
-def _close(bot: SlackBot, health: HealthServer | None) -> None:
+def _close(bot: SlackBot, health: HealthServer | None, api: ApiService | None = None) -> None:
     bot.close()
     if health is not None:
         health.stop()
+    if api is not None:
+        api.stop()
 
 
-def _stop(app: Operations, bot: SlackBot, health: HealthServer | None) -> None:
-    _close(bot, health)
+def _stop(
+    app: Operations, bot: SlackBot, health: HealthServer | None, api: ApiService | None = None
+) -> None:
+    _close(bot, health, api)
     app.shutdown(timeout=5)
