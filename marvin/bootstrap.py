@@ -28,6 +28,7 @@ BUILTIN_MODULES = (
     "marvin.builtins.jobs",
     "marvin.builtins.audit",
     "marvin.builtins.undo",
+    "marvin.builtins.approvals",  # approve / reject (two-person approval)
 )
 
 

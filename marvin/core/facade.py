@@ -8,15 +8,29 @@ outside the runtime reaches the store, the job manager or the authorizer directl
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from typing import Any, Protocol
 
-from marvin.core.authz import Decision
-from marvin.core.model import JobView, Message, User
+from marvin.core.authz import ChannelBook, Decision
+from marvin.core.model import JobView, Message, Responder, User
 from marvin.core.registry import Command, CommandTable
 
-__all__ = ["Operations", "Cancel"]
+__all__ = ["Operations", "Cancel", "Vote", "ResponderFor"]
 
 Cancel = Callable[[], None]
+# The responder for a request's own thread, from where it was asked (``origin``: channel,
+# thread, ts, dm, user_id), so an approved execution answers there.
+ResponderFor = Callable[[Mapping[str, Any]], Responder]
+
+
+@dataclass(frozen=True)
+class Vote:
+    """What an approver's answer got: ``accepted`` False is a refusal for the voter alone;
+    ``closed`` means the request is decided (a front end may retire its buttons)."""
+
+    accepted: bool
+    text: str
+    closed: bool = False
 
 
 class Operations(Protocol):
@@ -42,6 +56,15 @@ class Operations(Protocol):
 
     def background(self, fn: Callable[[], None]) -> None:
         """Run ``fn`` on Marvin's intake pool (never a front end's event thread)."""
+
+    def vote(
+        self, execution_id: str, voter: Message, approve: bool, responder_for: ResponderFor
+    ) -> Vote:
+        """An approver's Approve/Reject of a request awaiting approval; identity is checked
+        fresh. The last approval starts the execution (answering via ``responder_for``)."""
+
+    def channels(self) -> ChannelBook:
+        """The channel names the policy mentions; a front end binds them to ids."""
 
     # -- who and what (built-ins) ---------------------------------------------------------------
     def identify(self, user: User, *, fresh: bool = False) -> User:
