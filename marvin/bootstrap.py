@@ -29,6 +29,7 @@ BUILTIN_MODULES = (
     "marvin.builtins.audit",
     "marvin.builtins.undo",
     "marvin.builtins.approvals",  # approve / reject (two-person approval)
+    "marvin.builtins.plans",  # plan <command text> / apply <plan id>
 )
 
 

@@ -66,6 +66,15 @@ class Operations(Protocol):
     def channels(self) -> ChannelBook:
         """The channel names the policy mentions; a front end binds them to ids."""
 
+    def plan(self, msg: Message, cmd: Command, params: Mapping[str, Any]) -> str | None:
+        """Show what ``cmd`` would change, changing nothing; the plan's execution id."""
+
+    def plan_text(self, msg: Message, text: str) -> str | None:
+        """``plan <command text>``: match ``text`` as a message would be, then plan it."""
+
+    def apply(self, msg: Message, plan_id: str) -> str | None:
+        """Run exactly what a plan showed, if the state it was planned against holds."""
+
     # -- who and what (built-ins) ---------------------------------------------------------------
     def identify(self, user: User, *, fresh: bool = False) -> User:
         """Resolve through the user's front end, then add directory groups (or raise Refused)."""

@@ -27,6 +27,9 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("params", nargs="*", metavar="key=value")
     run.add_argument("--as", dest="as_email", help="the operator's email (default: shell.user)")
     run.add_argument("--yes", action="store_true", help="confirm commands that ask for it")
+    run.add_argument(
+        "--plan", action="store_true", help="show what it would change, changing nothing"
+    )
     ap = sub.add_parser(
         "approve", help="approve (or --reject) someone else's request awaiting approval"
     )
@@ -112,9 +115,12 @@ def _run_command(config: Config, args: argparse.Namespace) -> int:
             return 2
         responder = ConsoleResponder(sys.stdout, sys.stderr, ask=lambda _p: bool(args.yes))
         user = local_user(args.as_email or config.get("shell.user"), source="cli")
-        ex_id = app.dispatch(
-            Message(text=f"run {cmd.ref}", user=user, responder=responder), cmd, params
-        )
+        msg = Message(text=f"run {cmd.ref}", user=user, responder=responder)
+        if args.plan:  # a plan changes nothing; `apply <id>` (marvin shell) does it
+            ex_id = app.plan(msg, cmd, params)
+            record = app.wait(ex_id) if ex_id else None
+            return 0 if record and record["state"] == "succeeded" else 1
+        ex_id = app.dispatch(msg, cmd, params)
         if ex_id is None:
             for job in app.live():  # an inline command (undo) may have started one
                 app.wait(job.execution_id)

@@ -32,7 +32,7 @@ from marvin.core.matcher import Ambiguous, Invalid, Matched, Matcher, Unknown
 from marvin.core.model import JobView, Message, User, Where
 from marvin.core.normalize import normalize
 from marvin.core.registry import Command, CommandTable
-from marvin.runtime import approvals, control, due, execution
+from marvin.runtime import approvals, control, due, execution, plans
 from marvin.runtime.audit import Attempt, Recorder
 from marvin.runtime.jobs import BUSY, RESTARTING, Job, JobManager, JobPool, JobSettings, PoolFull
 from marvin.runtime.locks import lock_key
@@ -157,7 +157,17 @@ class Marvin:
             )
             return started[0] if started else None
         if decision.approve is not None:  # two-person approval (marvin/runtime/approvals.py)
-            return approvals.request(self, msg, cmd, params, decision, attempt)
+            applying = plans.applying(cmd)  # approvers see the plan being applied
+            return approvals.request(
+                self,
+                msg,
+                cmd,
+                params,
+                decision,
+                attempt,
+                plan=applying.summary if applying else None,
+                plan_id=applying.plan_id if applying else None,
+            )
         return self._start(msg, cmd, params, decision, attempt)
 
     def start_approved(
@@ -191,6 +201,31 @@ class Marvin:
     ) -> Vote:
         """An approver's answer to an approval request (see marvin/runtime/approvals.py)."""
         return approvals.vote(self, execution_id, voter, approve, responder_for)
+
+    def plan(self, msg: Message, cmd: Command, params: Mapping[str, Any]) -> str | None:
+        """What ``cmd`` would change, changing nothing (marvin/runtime/plans.py)."""
+        return plans.plan_request(self, msg, cmd, params)
+
+    def plan_text(self, msg: Message, text: str) -> str | None:
+        return plans.plan_text(self, msg, text)
+
+    def apply(self, msg: Message, plan_id: str) -> str | None:
+        """Run exactly what plan ``plan_id`` showed, if the state it was planned against holds."""
+        return plans.apply_request(self, msg, plan_id)
+
+    # For the request pipeline's helpers (approvals, plans): refuse and admit as dispatch does.
+    def refuse(self, msg: Message, attempt: Attempt, text: str, reason: str) -> None:
+        return self._refuse(msg, attempt, text, reason)
+
+    def admit(
+        self,
+        msg: Message,
+        cmd: Command,
+        params: Mapping[str, Any],
+        decision: Decision,
+        attempt: Attempt,
+    ) -> str | None:
+        return self._start(msg, cmd, params, decision, attempt)
 
     def notice(self, row: dict[str, Any]) -> None:
         """Tell a request's thread something (``row["notice"]``) through the front end's
