@@ -392,3 +392,10 @@ def test_cli_request_and_approval_by_another_identity(tmp_path: Path) -> None:
     # The CLI has no channel: channel scoping is for chat, and the requester's via is kept.
     trail = audit(config, ex_id)
     assert trail[0]["event"] == "approval_requested" and trail[0]["channel"] is None
+
+
+def test_cli_plan_of_a_command_without_a_planner(tmp_path: Path) -> None:
+    config = write_config(tmp_path)
+    out = cli(config, "run", "test.ship", "app=web", "environment=demo", "--plan")
+    assert out.returncode == 1 and "has no planner" in out.stderr
+    assert [r["event"] for r in audit(config)] == ["plan_unavailable"]  # audited, nothing ran

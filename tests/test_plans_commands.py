@@ -124,24 +124,29 @@ def test_feature_and_maintenance_plans(consul_bot, fake_consul) -> None:  # type
 
 
 def test_restart_plan_lists_the_tasks_to_be_replaced(marvin_bot, aws_env, tmp_path):  # type: ignore[no-untyped-def]
+    import boto3
+
     import commands.service
-    from tests.fakes.ecs_scheduler import EcsScheduler
 
     bot = marvin_bot(commands.service, user="alice@example.com", config=fast_config(tmp_path))
-    with EcsScheduler(tick=0.05) as ecs:
-        world.make_service("demo01", "api", desired=2)
-        ecs.settle()
-        import boto3
-
-        client = boto3.client("ecs")
-        tasks = client.list_tasks(cluster="demo01", serviceName="api")["taskArns"]
-        assert tasks
-        before = client.describe_services(cluster="demo01", services=["api"])["services"][0]
-        r, plan = run(bot, "plan restart service api on demo01")
-        assert f"would replace {len(tasks)} running task(s)" in r.text
-        assert all(arn.rsplit("/", 1)[-1] in r.text for arn in tasks)
-        after = client.describe_services(cluster="demo01", services=["api"])["services"][0]
-        assert len(after["deployments"]) == len(before["deployments"])  # nothing started
-        assert ecs.rollouts == []
+    world.make_service("demo01", "api", desired=2)
+    client = boto3.client("ecs")
+    # moto's services start no tasks; start two as ECS would have (list_tasks finds them).
+    client.run_task(
+        cluster="demo01",
+        taskDefinition="api",
+        count=2,
+        startedBy="ecs-svc/1",
+        launchType="FARGATE",
+        networkConfiguration={"awsvpcConfiguration": {"subnets": ["subnet-1"]}},
+    )
+    tasks = client.list_tasks(cluster="demo01", serviceName="api")["taskArns"]
+    assert len(tasks) == 2
+    before = client.describe_services(cluster="demo01", services=["api"])["services"][0]
+    r, plan = run(bot, "plan restart service api on demo01")
+    assert "would replace 2 running task(s)" in r.text and "2 wanted" in r.text
+    assert all(arn.rsplit("/", 1)[-1] in r.text for arn in tasks)
+    after = client.describe_services(cluster="demo01", services=["api"])["services"][0]
+    assert after["deployments"] == before["deployments"]  # no deployment was started
     r, _ = run(bot, "plan restart service nope on demo01")
     assert "no ECS service nope" in r.text
