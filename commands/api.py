@@ -1,10 +1,18 @@
 """The api family: API service test environments, in the same words as the platform's."""
 
 from marvin import ENVIRONMENT, VERSION, command
-from marvin.actions.environments import create_environment
+from marvin.actions.environments import create_environment, plan_environment
 from marvin.actions.restore import SNAPSHOT, restore_environment
+from marvin.runtime.plans import plans
 
 
+def plan_create(ctx, environment: str, requested_version: str = "latest"):
+    return plan_environment(
+        ctx, family="api", environment=environment, dataset=None, version=requested_version
+    )
+
+
+@plans(plan_create)
 @command(
     "api.create",
     "create api environment named {{ environment }}"

@@ -1,7 +1,8 @@
 """The asg family: Auto Scaling groups of an environment."""
 
 from marvin import ENVIRONMENT, Integer, Text, command
-from marvin.actions.asg import scale_group
+from marvin.actions.asg import plan_scale, scale_group
+from marvin.runtime.plans import plans
 from marvin.runtime.undo import UndoRecord, undoable
 
 GROUP = Text(
@@ -27,6 +28,11 @@ def undo_scale(ctx, record: UndoRecord) -> str:
     )
 
 
+def plan(ctx, group: str, environment: str, count: int):
+    return plan_scale(ctx, group=group, environment=environment, count=count)
+
+
+@plans(plan)
 @undoable(undo_scale)
 @command(
     "asg.scale",

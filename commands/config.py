@@ -8,7 +8,8 @@ import json
 from marvin import ENVIRONMENT, Text, command
 from marvin.actions import ActionError
 from marvin.actions.consul import is_secret, layout, prefix_of
-from marvin.actions.consul_values import Conflict, change, encode, restore, show
+from marvin.actions.consul_values import Conflict, change, digest, encode, restore, show
+from marvin.runtime.plans import Plan, plans
 from marvin.runtime.undo import UndoRecord, undoable
 
 _PATH = r"(?!.*\.\.)(?!.*//)[A-Za-z0-9_][A-Za-z0-9_.\-/]{0,199}"
@@ -46,6 +47,22 @@ def undo_set(ctx, record: UndoRecord) -> str:
     return f"Undid `{record.execution_id}` in {env}: " + done.report(name, secret=False)
 
 
+def plan_set(ctx, key: str, value: str, environment: str) -> Plan:
+    config = ctx.services.config
+    secret = is_secret(config, key)
+    path = layout(config, "config", environment=environment, key=key)
+    entry = ctx.services.consul.get(path)
+    before = None if entry is None else entry.value
+    raw = (value if isinstance(value, str) else json.dumps(value)).encode("utf-8")
+    basis = {"key": path, "value": digest(before)}  # compared on apply, never shown
+    if before == raw:
+        text = f"In {environment}, `{key}` is already {show(raw, secret=secret, block=False)}."
+        return Plan(text, basis=basis, changes=False)
+    old, new = show(before, secret=secret, block=False), show(raw, secret=secret)
+    return Plan(f"In {environment}, `{key}`: {old} → {new}", basis=basis)
+
+
+@plans(plan_set)
 @undoable(undo_set)
 @command(
     "config.set",

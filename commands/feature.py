@@ -9,7 +9,8 @@ import difflib
 from marvin import ENVIRONMENT, Text, command
 from marvin.actions import ActionError
 from marvin.actions.consul import ConsulKV, layout, prefix_of
-from marvin.actions.consul_values import change, encode, restore, show
+from marvin.actions.consul_values import change, digest, encode, restore, show
+from marvin.runtime.plans import Plan, plans
 from marvin.runtime.undo import UndoRecord, undoable
 
 FLAG = Text(
@@ -68,6 +69,28 @@ def _toggle(ctx, flag: str, environment: str, on: bool) -> str:
     )
 
 
+def _plan_toggle(ctx, flag: str, environment: str, on: bool) -> Plan:
+    path = layout(ctx.services.config, "feature", environment=environment, flag=flag)
+    entry = ctx.services.consul.get(path)
+    basis = {"key": path, "value": digest(None if entry is None else entry.value)}
+    if entry is None:
+        text = f"There is no feature flag `{flag}` on {environment}; toggling would be refused."
+        return Plan(text, basis=basis, changes=False)
+    now, want = _state(entry.value), "on" if on else "off"
+    if entry.value == (b"true" if on else b"false"):
+        return Plan(f"Feature `{flag}` on {environment} is already {want}.", basis, False)
+    return Plan(f"Feature `{flag}` on {environment}: {now} → {want}", basis=basis)
+
+
+def plan_enable(ctx, flag: str, environment: str) -> Plan:
+    return _plan_toggle(ctx, flag, environment, True)
+
+
+def plan_disable(ctx, flag: str, environment: str) -> Plan:
+    return _plan_toggle(ctx, flag, environment, False)
+
+
+@plans(plan_enable)
 @undoable(undo_toggle)
 @command(
     "feature.enable",
@@ -81,6 +104,7 @@ def enable(ctx, flag: str, environment: str) -> str:
     return _toggle(ctx, flag, environment, True)
 
 
+@plans(plan_disable)
 @undoable(undo_toggle)
 @command(
     "feature.disable",

@@ -5,7 +5,7 @@ by itself, after a restart too, and Marvin says so in the thread that turned it 
 from __future__ import annotations
 
 from marvin import ENVIRONMENT, Integer, Text, command
-from marvin.actions.consul_values import encode, restore
+from marvin.actions.consul_values import digest, encode, restore
 from marvin.actions.maintenance import (
     KIND,
     describe,
@@ -17,6 +17,7 @@ from marvin.actions.maintenance import (
     write,
 )
 from marvin.runtime.due import DueLog
+from marvin.runtime.plans import Plan, plans
 from marvin.runtime.undo import UndoRecord, undoable
 
 MINUTES = Integer(min=1, max=7 * 24 * 60, help="minutes, up to a week")
@@ -49,6 +50,27 @@ def undo_maintenance(ctx, record: UndoRecord) -> str:
     return f"Undid `{record.execution_id}`. " + describe(state, env)
 
 
+def _now(ctx, environment: str) -> tuple[dict | None, dict]:
+    key = key_for(ctx.services.config, environment)
+    entry = ctx.services.consul.get(key)
+    return state_of(entry), {"key": key, "value": digest(None if entry is None else entry.value)}
+
+
+def plan_enable(ctx, environment: str, minutes: int | None = None, reason: str | None = None):
+    was, basis = _now(ctx, environment)
+    new = window(enabled=True, by=ctx.user.email or ctx.user.id, reason=reason, minutes=minutes)
+    after = describe(new, environment).replace(" is *on*", " would be *on*")
+    return Plan(f"Now: {describe(was, environment)}\nAfter: {after}", basis=basis)
+
+
+def plan_disable(ctx, environment: str) -> Plan:
+    was, basis = _now(ctx, environment)
+    if not (was and was.get("enabled")):
+        return Plan(describe(was, environment) + " Nothing would change.", basis, False)
+    return Plan(f"Now: {describe(was, environment)}\nAfter: off.", basis=basis)
+
+
+@plans(plan_enable)
 @undoable(undo_maintenance)
 @command(
     "maintenance.enable",
@@ -87,6 +109,7 @@ def enable(ctx, environment: str, minutes: int | None = None, reason: str | None
     return f"{before}{describe(new, environment)}{ends}\nTo put it back: `undo {ctx.execution_id}`"
 
 
+@plans(plan_disable)
 @undoable(undo_maintenance)
 @command(
     "maintenance.disable",

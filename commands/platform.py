@@ -1,12 +1,20 @@
 """The platform family: the main product's test environments."""
 
 from marvin import ENVIRONMENT, VERSION, Text, command
-from marvin.actions.environments import create_environment
+from marvin.actions.environments import create_environment, plan_environment
 from marvin.actions.restore import SNAPSHOT, restore_environment
+from marvin.runtime.plans import plans
 
 DATASET = Text(pattern=r"^[a-z0-9][a-z0-9_-]{0,40}$", help="a dataset name such as small or full")
 
 
+def plan_create(ctx, environment: str, dataset: str | None = None, requested_version="latest"):
+    return plan_environment(
+        ctx, family="platform", environment=environment, dataset=dataset, version=requested_version
+    )
+
+
+@plans(plan_create)
 @command(
     "platform.create",
     "create platform environment named {{ environment }}( with dataset {{ dataset }})?"

@@ -1,11 +1,17 @@
 """The service family: an environment's ECS services."""
 
 from marvin import ENVIRONMENT, Text, command
-from marvin.actions.ecs_service import restart_service
+from marvin.actions.ecs_service import plan_restart, restart_service
+from marvin.runtime.plans import plans
 
 SERVICE = Text(pattern=r"^[a-z][a-z0-9_-]{0,60}$", help="a service name such as api or worker")
 
 
+def plan(ctx, service: str, environment: str):
+    return plan_restart(ctx, service=service, environment=environment)
+
+
+@plans(plan)
 @command(
     "service.restart",
     "restart service {{ service }} on {{ environment }}",

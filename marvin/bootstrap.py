@@ -30,6 +30,8 @@ BUILTIN_MODULES = (
     "marvin.builtins.jobs",
     "marvin.builtins.audit",
     "marvin.builtins.undo",
+    "marvin.builtins.approvals",  # approve / reject (two-person approval)
+    "marvin.builtins.plans",  # plan <command text> / apply <plan id>
 )
 
 

@@ -17,6 +17,7 @@ from marvin.core.vocabulary import lint
 ROOT = Path(__file__).resolve().parent.parent
 VERBS = frozenset(
     {"create", "help", "whoami", "restart", "jobs", "cancel", "history", "status", "undo"}
+    | {"approve", "reject", "plan", "apply"}  # built-ins of approvals and plans
 )
 
 

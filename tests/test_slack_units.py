@@ -369,7 +369,14 @@ def test_manifest_has_what_serve_needs() -> None:
     manifest = yaml.safe_load((ROOT / "config" / "slack-manifest.yaml").read_text())
     settings = manifest["settings"]
     assert settings["socket_mode_enabled"] is True and settings["interactivity"]["is_enabled"]
-    assert set(settings["event_subscriptions"]["bot_events"]) == {"app_mention", "message.im"}
+    # Channel events keep rules scoped to channel names bound to ids (frontends/slack/channels).
+    assert set(settings["event_subscriptions"]["bot_events"]) == {
+        "app_mention",
+        "message.im",
+        "channel_rename",
+        "channel_created",
+        "group_rename",
+    }
     assert manifest["features"]["app_home"]["messages_tab_enabled"] is True
     assert {
         "app_mentions:read",
@@ -379,6 +386,8 @@ def test_manifest_has_what_serve_needs() -> None:
         "users:read.email",
         "reactions:write",
         "files:write",
+        "channels:read",
+        "groups:read",
     } <= set(manifest["oauth_config"]["scopes"]["bot"])
 
 

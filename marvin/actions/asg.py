@@ -15,8 +15,9 @@ from botocore.exceptions import ClientError
 from marvin.actions import ActionError, wait_until
 from marvin.config import Setting, declare
 from marvin.core.model import Refusal
+from marvin.runtime.plans import Plan
 
-__all__ = ["Refused", "ScaleResult", "scale_group", "group_name"]
+__all__ = ["Refused", "ScaleResult", "scale_group", "group_name", "plan_scale"]
 
 declare(
     "asg",
@@ -137,6 +138,34 @@ def scale_group(
         what=lambda: last["text"],
     )
     return ScaleResult(group=name, previous=previous, desired=count, healthy=healthy)
+
+
+def plan_scale(ctx: Any, *, group: str, environment: str, count: int) -> Plan:
+    """Current -> requested desired capacity within the group's bounds; reads only. The basis
+    is what ``apply`` compares: the desired capacity and bounds planned against."""
+    config, client = ctx.services.config, ctx.services.autoscaling
+    name = group_name(config, group, environment)
+    current = _describe(client, name)
+    lo, hi, desired = current["MinSize"], current["MaxSize"], current["DesiredCapacity"]
+    basis = {"group": name, "desired": desired, "min": lo, "max": hi}
+    try:
+        check_group(ctx, current, environment)
+    except Refused as exc:
+        return Plan(f"Scaling would be refused: {exc}.", basis=basis, changes=False)
+    healthy = sum(
+        1
+        for i in current.get("Instances", [])
+        if i["LifecycleState"] == "InService" and i["HealthStatus"] == "Healthy"
+    )
+    bounds = f"(min {lo}, max {hi}; {healthy} InService and healthy now)"
+    if not lo <= count <= hi:
+        text = f"{count} is outside {name}'s bounds {bounds}; scaling would be refused."
+        return Plan(text, basis=basis, changes=False)
+    if desired == count:
+        return Plan(f"{name} already wants {count} instances {bounds}.", basis=basis, changes=False)
+    moves = f"launch {count - desired}" if count > desired else f"terminate {desired - count}"
+    text = f"{name}: desired capacity {desired} → {count} {bounds}; AWS would {moves} instance(s)."
+    return Plan(text, basis=basis)
 
 
 def _activities(client: Any, name: str) -> list[dict[str, Any]]:

@@ -16,7 +16,7 @@ from typing import Any
 
 from marvin.actions.consul import ConsulError, ConsulKV, Entry
 
-__all__ = ["show", "Change", "Conflict", "change", "restore", "encode", "decode"]
+__all__ = ["show", "Change", "Conflict", "change", "restore", "encode", "decode", "digest"]
 
 INLINE_CHARS = 120  # longer or multi-line text is shown as a block
 
@@ -46,6 +46,11 @@ def show(value: bytes | None, *, secret: bool = False, block: bool = True) -> st
     if not block:
         return f"({len(value):,} bytes of text, starting `{text[:40].splitlines()[0]}`…)"
     return f"({len(value):,} bytes)\n```\n{text.replace('```', 'ˋˋˋ')}\n```"
+
+
+def digest(value: bytes | None) -> str | None:
+    """What a plan remembers of a value (compare-and-set on apply), never the value itself."""
+    return None if value is None else hashlib.sha256(value).hexdigest()
 
 
 def encode(value: bytes | None) -> str | None:

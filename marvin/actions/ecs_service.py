@@ -16,8 +16,9 @@ from botocore.exceptions import ClientError
 
 from marvin.actions import ActionError, wait_until
 from marvin.config import Setting, declare
+from marvin.runtime.plans import Plan
 
-__all__ = ["RestartResult", "restart_service", "follow_rollout", "names"]
+__all__ = ["RestartResult", "restart_service", "follow_rollout", "names", "plan_restart"]
 
 declare(
     "service",
@@ -48,6 +49,38 @@ def names(config: Any, service: str, environment: str) -> tuple[str, str]:
         str(config.get("service.cluster")).format(**values),
         str(config.get("service.name")).format(**values),
     )
+
+
+def plan_restart(ctx: Any, *, service: str, environment: str) -> Plan:
+    """The running tasks a restart would replace (reads only). Tasks come and go on their
+    own, so the basis is the service's task definition and desired count, not the task ids."""
+    config, client = ctx.services.config, ctx.services.ecs
+    cluster, name = names(config, service, environment)
+    try:
+        found = client.describe_services(cluster=cluster, services=[name]).get("services", [])
+        arns = client.list_tasks(cluster=cluster, serviceName=name).get("taskArns", [])
+    except ClientError as exc:
+        found, arns = [], []
+        ctx.log.info("ecs read failed while planning", error=str(exc)[:200])
+    live = [s for s in found if s.get("status") == "ACTIVE"]
+    if not live:
+        text = f"There is no ECS service {name} in cluster {cluster}; a restart would fail."
+        return Plan(text, basis={"service": name, "cluster": cluster}, changes=False)
+    svc = live[0]
+    basis = {
+        "service": name,
+        "cluster": cluster,
+        "task_definition": svc.get("taskDefinition"),
+        "desired": svc.get("desiredCount"),
+    }
+    ids = [a.rsplit("/", 1)[-1] for a in arns]
+    shown = ", ".join(ids[:20]) + (f" and {len(ids) - 20} more" if len(ids) > 20 else "")
+    task_def = str(svc.get("taskDefinition", "")).rsplit("/", 1)[-1]
+    text = (
+        f"{name} on {cluster}: a new deployment of {task_def} would replace "
+        f"{len(ids)} running task(s) ({shown or 'none running'}), {svc.get('desiredCount')} wanted."
+    )
+    return Plan(text, basis=basis)
 
 
 def restart_service(ctx: Any, *, service: str, environment: str) -> RestartResult:

@@ -41,6 +41,8 @@ def jobs_command(ctx: Context) -> str:
             status = f"waiting {age_text(now - job.created)} for {job.lock}{held}"
         elif job.state == "abandoned":
             status = "timed out and abandoned, may still be running"
+        elif job.state == "awaiting_approval":  # job.progress says from whom
+            status = f"awaiting approval for {age_text(now - job.created)}"
         else:
             status = f"queued for {age_text(now - job.created)}"
         if job.stopping and job.state == "running":

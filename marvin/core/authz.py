@@ -20,6 +20,8 @@ from marvin.core.model import VIAS, Message, User, Via
 from marvin.core.registry import Command
 
 __all__ = [
+    "Approval",
+    "ChannelBook",
     "Decision",
     "Refused",
     "Authorizer",
@@ -44,12 +46,49 @@ class Refused(Exception):
 
 
 @dataclass(frozen=True)
+class Approval:
+    """Two-person approval (``approve:`` in a policy rule): ``count`` distinct members of
+    ``groups``, none of them the requester, must approve within ``timeout`` seconds."""
+
+    groups: frozenset[str]
+    count: int = 1
+    timeout: float = 1800.0
+
+
+@dataclass(frozen=True)
 class Decision:
     allowed: bool
     reason: str = ""
     mfa: bool = False
     confirm: bool = False
     checks: tuple[str, ...] = ()  # the deciding rule's out-of-band checks
+    approve: Approval | None = None  # the deciding rule's approval requirement
+
+
+class ChannelBook:
+    """Channel names a policy mentions (``channels: ["#ops"]``) and the ids they stand for.
+    The policy decides on ids only; a front end that knows names (Slack: conversations.list
+    and channel_rename events) binds them here at start-up and on rename. A name nobody has
+    bound matches no channel (fail closed)."""
+
+    def __init__(self, names: Iterable[str] = ()) -> None:
+        self.names = frozenset(n.lstrip("#").lower() for n in names)
+        self._ids: dict[str, str] = {}
+        self._lock = threading.Lock()
+
+    def bind(self, name: str, channel_id: str) -> None:
+        name = name.lstrip("#").lower()
+        if name in self.names:
+            with self._lock:
+                self._ids[name] = channel_id
+
+    def unbind(self, channel_id: str) -> None:
+        with self._lock:
+            self._ids = {n: i for n, i in self._ids.items() if i != channel_id}
+
+    def ids(self, names: Iterable[str]) -> frozenset[str]:
+        with self._lock:
+            return frozenset(self._ids[n] for n in names if n in self._ids)
 
 
 IdentityResolver = Callable[[User], User]
@@ -88,6 +127,9 @@ class FrontEnds:
 
     def __iter__(self):  # type: ignore[no-untyped-def]
         return iter(self._by_name.values())
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._by_name
 
     def resolve(self, user: User, *, fresh: bool = False) -> User:
         fe = self._by_name.get(user.source)
@@ -139,6 +181,9 @@ class Authorizer(Protocol):
 
     def is_auditor(self, user: User) -> bool:
         """May ``user`` read everyone's history and status?"""
+
+    def channels(self) -> ChannelBook:
+        """The channel names the policy mentions, for a front end to bind to ids."""
 
 
 def command_vias(cmd: Command) -> frozenset[str]:
@@ -216,3 +261,9 @@ class LocalAuthorizer:
 
     def is_auditor(self, user: User) -> bool:
         return False
+
+    def channels(self) -> ChannelBook:
+        return _NO_CHANNELS
+
+
+_NO_CHANNELS = ChannelBook()

@@ -12,16 +12,31 @@ from dataclasses import dataclass
 from typing import Any, Literal, Protocol
 
 from marvin.core.apikeys import KeyRing
-from marvin.core.authz import Decision
-from marvin.core.model import JobView, Message, User
+from marvin.core.authz import ChannelBook, Decision
+from marvin.core.model import JobView, Message, Responder, User
 from marvin.core.registry import Command, CommandTable
 
-__all__ = ["Operations", "Cancel", "Outcome", "OutcomeKind", "REFUSALS"]
+__all__ = ["Operations", "Cancel", "Outcome", "OutcomeKind", "REFUSALS", "Vote", "ResponderFor"]
 
 Cancel = Callable[[], None]
+# The responder for a request's own thread, from where it was asked (``origin``: channel,
+# thread, ts, dm, user_id), so an approved execution answers there.
+ResponderFor = Callable[[Mapping[str, Any]], Responder]
+
+
+@dataclass(frozen=True)
+class Vote:
+    """What an approver's answer got: ``accepted`` False is a refusal for the voter alone;
+    ``closed`` means the request is decided (a front end may retire its buttons)."""
+
+    accepted: bool
+    text: str
+    closed: bool = False
+
 
 # What became of one request, for front ends that answer synchronously (the HTTP API):
 #   accepted   an execution was created and admitted (it may wait for its lock, or a Duo push)
+#   awaiting_approval  held for two-person approval (the id is the execution's)
 #   inline     a built-in answered at once (help, whoami...); nothing was queued
 #   confirming the front end was asked to confirm and will answer later (Slack buttons)
 #   empty, unknown, ambiguous, invalid   the text or parameters (the same message as chat)
@@ -33,6 +48,7 @@ Cancel = Callable[[], None]
 #   finished, forbidden   (cancel) the execution has ended; not the asker's to cancel
 OutcomeKind = Literal[
     "accepted",
+    "awaiting_approval",
     "inline",
     "confirming",
     "empty",
@@ -101,6 +117,24 @@ class Operations(Protocol):
 
     def background(self, fn: Callable[[], None]) -> None:
         """Run ``fn`` on Marvin's intake pool (never a front end's event thread)."""
+
+    def vote(
+        self, execution_id: str, voter: Message, approve: bool, responder_for: ResponderFor
+    ) -> Vote:
+        """An approver's Approve/Reject of a request awaiting approval; identity is checked
+        fresh. The last approval starts the execution (answering via ``responder_for``)."""
+
+    def channels(self) -> ChannelBook:
+        """The channel names the policy mentions; a front end binds them to ids."""
+
+    def plan(self, msg: Message, cmd: Command, params: Mapping[str, Any]) -> str | None:
+        """Show what ``cmd`` would change, changing nothing; the plan's execution id."""
+
+    def plan_text(self, msg: Message, text: str) -> str | None:
+        """``plan <command text>``: match ``text`` as a message would be, then plan it."""
+
+    def apply(self, msg: Message, plan_id: str) -> str | None:
+        """Run exactly what a plan showed, if the state it was planned against holds."""
 
     # -- who and what (built-ins) ---------------------------------------------------------------
     def identify(self, user: User, *, fresh: bool = False) -> User:

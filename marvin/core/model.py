@@ -6,7 +6,19 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 
-__all__ = ["Cancelled", "User", "Message", "Reply", "Responder", "State", "Via", "VIAS", "JobView"]
+__all__ = [
+    "Cancelled",
+    "User",
+    "Where",
+    "Message",
+    "Reply",
+    "Action",
+    "Responder",
+    "State",
+    "Via",
+    "VIAS",
+    "JobView",
+]
 
 State = Literal["accepted", "succeeded", "failed"]
 
@@ -28,6 +40,16 @@ VIAS: tuple[Via, ...] = ("chat", "cli", "api")
 
 
 @dataclass(frozen=True)
+class Where:
+    """Where a request was made: the channel id (None on the console and CLI) and whether it
+    is a direct message. The chain stamps it on the user from the message, so the policy can
+    scope rules to channels (``channels:`` in rbac.yaml) without knowing any front end."""
+
+    channel: str | None = None
+    dm: bool = False
+
+
+@dataclass(frozen=True)
 class User:
     """Who is asking. ``id`` is the stable key (a Slack user ID, or ``local:<email>`` for the
     console and CLI); ``name`` is for display only and is never used to decide anything.
@@ -43,7 +65,20 @@ class User:
     team_id: str | None = None
     groups: frozenset[str] = frozenset()
     via: Via | None = None  # set by the chain from the registered front end, never by a claim
+    where: Where | None = field(default=None, compare=False)  # set by the chain per request
     extra: dict[str, Any] = field(default_factory=dict, compare=False, hash=False)
+
+
+@dataclass(frozen=True)
+class Action:
+    """A choice offered with a reply (Slack: a button whose action id is ``marvin_<name>``
+    and whose value is ``value``). Front ends without buttons show the text, which says how
+    to answer in words (``approve ex-…``)."""
+
+    label: str
+    name: str
+    value: str
+    style: str | None = None  # "primary" | "danger"
 
 
 @dataclass(frozen=True)
@@ -57,6 +92,7 @@ class Reply:
     execution_id: str | None = None  # a front end may show it (Slack: a context line)
     sections: tuple[str, ...] | None = None
     note: str | None = None
+    actions: tuple[Action, ...] = ()  # buttons under the reply (approval requests)
 
 
 class Responder(Protocol):
@@ -99,7 +135,7 @@ class JobView:
     ref: str
     shown: Mapping[str, Any]  # parameters, secrets redacted
     requester: str
-    state: str  # queued | waiting | running | abandoned
+    state: str  # queued | waiting | running | abandoned | awaiting_approval
     created: float
     started: float | None
     lock: str | None  # how people name the lock it holds or waits for

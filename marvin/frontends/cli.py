@@ -31,6 +31,15 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("params", nargs="*", metavar="key=value")
     run.add_argument("--as", dest="as_email", help="the operator's email (default: shell.user)")
     run.add_argument("--yes", action="store_true", help="confirm commands that ask for it")
+    run.add_argument(
+        "--plan", action="store_true", help="show what it would change, changing nothing"
+    )
+    ap = sub.add_parser(
+        "approve", help="approve (or --reject) someone else's request awaiting approval"
+    )
+    ap.add_argument("execution", help="the execution id the request got, e.g. ex-7f3a2c")
+    ap.add_argument("--reject", action="store_true", help="reject it: it will not run")
+    ap.add_argument("--as", dest="as_email", help="the approver's email (default: shell.user)")
     cm = sub.add_parser("commands", help="list the command table")
     cm.add_argument(
         "--lint", action="store_true", help="check the shared vocabulary; exit 1 on problems"
@@ -119,14 +128,45 @@ def _run_command(config: Config, args: argparse.Namespace) -> int:
             return 2
         responder = ConsoleResponder(sys.stdout, sys.stderr, ask=lambda _p: bool(args.yes))
         user = local_user(args.as_email or config.get("shell.user"), source="cli")
-        ex_id = app.dispatch(
-            Message(text=f"run {cmd.ref}", user=user, responder=responder), cmd, params
-        )
+        msg = Message(text=f"run {cmd.ref}", user=user, responder=responder)
+        if args.plan:  # a plan changes nothing; `apply <id>` (marvin shell) does it
+            ex_id = app.plan(msg, cmd, params)
+            record = app.wait(ex_id) if ex_id else None
+            return 0 if record and record["state"] == "succeeded" else 1
+        ex_id = app.dispatch(msg, cmd, params)
         if ex_id is None:
             for job in app.live():  # an inline command (undo) may have started one
                 app.wait(job.execution_id)
             return 0 if not responder.failed else 1
         record = app.wait(ex_id)
+        if record and record["state"] == "awaiting_approval":
+            return 3  # held for two-person approval: `marvin approve <id>` by someone else
+        return 0 if record and record["state"] == "succeeded" else 1
+    finally:
+        app.shutdown(timeout=5)
+
+
+def _approve(config: Config, args: argparse.Namespace) -> int:
+    """Another person's answer to a request awaiting approval. The last approval runs the
+    execution here, in this process, and waits for it."""
+    from marvin.bootstrap import build_app
+    from marvin.core.model import Message
+    from marvin.frontends.console import ConsoleResponder
+    from marvin.runtime.app import local_user
+
+    app = build_app(config)
+    try:
+        responder = ConsoleResponder(sys.stdout, sys.stderr)
+        user = local_user(args.as_email or config.get("shell.user"), source="cli")
+        word = "reject" if args.reject else "approve"
+        msg = Message(text=f"{word} {args.execution}", user=user, responder=responder)
+        result = app.vote(args.execution, msg, not args.reject, lambda _origin: responder)
+        print(result.text, file=sys.stdout if result.accepted else sys.stderr, flush=True)
+        if not result.accepted:
+            return 1
+        record = app.wait(args.execution.strip().lower())
+        if args.reject or not result.closed:
+            return 0
         return 0 if record and record["state"] == "succeeded" else 1
     finally:
         app.shutdown(timeout=5)
@@ -227,6 +267,7 @@ def _keys(config: Config, args: argparse.Namespace) -> int:
 _COMMANDS = {
     "shell": _shell,
     "run": _run_command,
+    "approve": _approve,
     "commands": _commands,
     "check": _check,
     "packs": _packs,

@@ -19,6 +19,7 @@ import structlog
 
 from marvin.core.authz import (
     Authorizer,
+    ChannelBook,
     Decision,
     FrontEnd,
     FrontEnds,
@@ -26,12 +27,12 @@ from marvin.core.authz import (
     Refused,
     SecondFactor,
 )
-from marvin.core.facade import Cancel, Outcome, OutcomeKind
+from marvin.core.facade import Cancel, Outcome, OutcomeKind, ResponderFor, Vote
 from marvin.core.matcher import Ambiguous, Invalid, Matched, Matcher, Unknown
-from marvin.core.model import JobView, Message, User
+from marvin.core.model import JobView, Message, User, Where
 from marvin.core.normalize import normalize
 from marvin.core.registry import Command, CommandTable
-from marvin.runtime import control, due, execution
+from marvin.runtime import approvals, control, due, execution, plans
 from marvin.runtime.apikeys import StoredKeys
 from marvin.runtime.audit import Attempt, Recorder
 from marvin.runtime.jobs import BUSY, RESTARTING, Job, JobManager, JobPool, JobSettings, PoolFull
@@ -85,6 +86,7 @@ class Marvin:
         self.intake = JobPool(intake_workers, 4 * self.settings.queue, name="marvin-intake")
         self.notifier = JobPool(1, 256, name="marvin-notify")
         self._due: due.DueScheduler | None = None
+        self._notify: Callable[[dict[str, Any]], None] | None = None  # from start()
 
     # The runtime's parts, for bootstrap, tests and benchmarks (front ends and built-ins use
     # the Operations methods below instead).
@@ -169,7 +171,9 @@ class Marvin:
         shown = cmd.shown(params)
         attempt = Attempt.of(msg, cmd.ref, shown)
         try:
-            msg = replace(msg, user=self.identify(msg.user, fresh=confirmed))
+            # ``where`` (channel, DM) comes from the message, for channel-scoped rules.
+            user = self.identify(msg.user, fresh=confirmed)
+            msg = replace(msg, user=replace(user, where=Where(msg.channel, msg.is_dm)))
             attempt = Attempt.of(msg, cmd.ref, shown)
             decision = self.authorizer.decide(msg.user, cmd, params)
         except Refused as exc:
@@ -187,7 +191,89 @@ class Marvin:
                 lambda ok: started.append(self._confirmed(ok, msg, cmd, params, attempt)),
             )
             return started[0] if started else Outcome("confirming", ref=cmd.ref)
+        if decision.approve is not None:  # two-person approval (marvin/runtime/approvals.py)
+            applying = plans.applying(cmd)  # approvers see the plan being applied
+            held = approvals.request(
+                self,
+                msg,
+                cmd,
+                params,
+                decision,
+                attempt,
+                plan=applying.summary if applying else None,
+                plan_id=applying.plan_id if applying else None,
+            )
+            return Outcome("awaiting_approval", execution_id=held, ref=cmd.ref)
         return self._start(msg, cmd, params, decision, attempt)
+
+    def start_approved(
+        self, msg: Message, cmd: Command, params: Mapping[str, Any], execution_id: str
+    ) -> str | None:
+        """After the last approval: the requester's groups (fresh) and the policy again, then
+        admission under the execution id the request got. The checks run at its start."""
+        attempt = Attempt.of(msg, cmd.ref, cmd.shown(params))
+        try:
+            user = msg.user
+            if user.source in self.frontends:  # a front end this process runs: re-verify
+                user = self.frontends.resolve(user, fresh=True)
+            user = self.authorizer.identify(user, fresh=True)
+            msg = replace(msg, user=replace(user, where=msg.user.where))
+            decision = self.authorizer.decide(msg.user, cmd, params)
+        except Refused as exc:
+            decision = Decision(False, str(exc))
+        if not decision.allowed:
+            now = time.time()
+            self.rt.recorder.outcome(execution_id, "refused", attempt, decision.reason, at=now)
+            msg.responder.whisper(f"`{execution_id}` was approved but not run: {decision.reason}")
+            return None
+        return self._start(
+            msg, cmd, params, decision, attempt, execution_id=execution_id
+        ).execution_id
+
+    def vote(
+        self,
+        execution_id: str,
+        voter: Message,
+        approve: bool,
+        responder_for: ResponderFor,
+    ) -> Vote:
+        """An approver's answer to an approval request (see marvin/runtime/approvals.py)."""
+        return approvals.vote(self, execution_id, voter, approve, responder_for)
+
+    def plan(self, msg: Message, cmd: Command, params: Mapping[str, Any]) -> str | None:
+        """What ``cmd`` would change, changing nothing (marvin/runtime/plans.py)."""
+        return plans.plan_request(self, msg, cmd, params)
+
+    def plan_text(self, msg: Message, text: str) -> str | None:
+        return plans.plan_text(self, msg, text)
+
+    def apply(self, msg: Message, plan_id: str) -> str | None:
+        """Run exactly what plan ``plan_id`` showed, if the state it was planned against holds."""
+        return plans.apply_request(self, msg, plan_id)
+
+    # For the request pipeline's helpers (approvals, plans): refuse and admit as dispatch does.
+    def refuse(self, msg: Message, attempt: Attempt, text: str, reason: str) -> None:
+        self._refuse(msg, attempt, text, reason)
+
+    def admit(
+        self,
+        msg: Message,
+        cmd: Command,
+        params: Mapping[str, Any],
+        decision: Decision,
+        attempt: Attempt,
+    ) -> str | None:
+        return self._start(msg, cmd, params, decision, attempt).execution_id
+
+    def notice(self, row: dict[str, Any]) -> None:
+        """Tell a request's thread something (``row["notice"]``) through the front end's
+        notifier given to ``start``; nowhere when none was given (``marvin run``)."""
+        if self._notify is None:
+            return
+        try:
+            self._notify(row)
+        except Exception:
+            log.exception("could not deliver a notice", execution_id=row.get("id"))
 
     def identify(self, user: User, *, fresh: bool = False) -> User:
         """The front end's resolver (an unregistered front end is refused), then groups."""
@@ -220,9 +306,12 @@ class Marvin:
     def is_auditor(self, user: User) -> bool:
         return self.authorizer.is_auditor(user)
 
+    def channels(self) -> ChannelBook:
+        return self.authorizer.channels()
+
     def live(self) -> list[JobView]:
         jobs = self.rt.jobs
-        out = []
+        out = approvals.views(self)  # awaiting approval, and from whom
         for job in jobs.live():
             holder = jobs.locks.holder(job.lock) if job.lock and job.state == "waiting" else None
             out.append(
@@ -288,9 +377,19 @@ class Marvin:
         """For long-running front ends: ``recover``, then run actions due later (a maintenance
         window's end) on their own thread, telling requesters through ``notify``."""
         rows = self.recover(notify)
+        self._notify = notify
         if self._due is None:
             self._due = due.start(self.rt, notify)
+            self._watch_approvals()
         return rows
+
+    def _watch_approvals(self) -> None:
+        """Expire approvals on time, also those another process (``marvin run``) opened."""
+        try:
+            self.background(lambda: approvals.sweep(self))
+            self.call_later(approvals.SWEEP_SECONDS, self._watch_approvals)
+        except RuntimeError:  # shutting down
+            pass
 
     def run_due(self, notify: Callable[[dict[str, Any]], None] | None = None) -> None:
         """Once, now: what fell due while no Marvin ran (``marvin run``)."""
@@ -373,19 +472,25 @@ class Marvin:
         params: Mapping[str, Any],
         decision: Decision,
         attempt: Attempt,
+        *,
+        execution_id: str | None = None,
     ) -> Outcome:
         rt, user = self.rt, msg.user
-        ex_id = rt.store.create_execution(
-            ref=cmd.ref,
-            params=attempt.params or {},
-            user_id=user.id,
-            email=user.email,
-            channel=msg.channel,
-            thread=msg.thread,
-            source=user.source,
-            pid=os.getpid(),
-            owner=rt.owner,
-        )
+        if execution_id is not None:  # approved: the execution exists since the request
+            ex_id = execution_id
+            rt.store.update(ex_id, state="queued", pid=os.getpid(), owner=rt.owner)
+        else:
+            ex_id = rt.store.create_execution(
+                ref=cmd.ref,
+                params=attempt.params or {},
+                user_id=user.id,
+                email=user.email,
+                channel=msg.channel,
+                thread=msg.thread,
+                source=user.source,
+                pid=os.getpid(),
+                owner=rt.owner,
+            )
         job = Job(
             ex_id,
             cmd,

@@ -105,6 +105,46 @@ MIGRATIONS: list[str] = [
         last_used DOUBLE PRECISION
     );
     """,
+    # 5: two-person approvals (marvin.runtime.approvals) and plans (marvin.runtime.plans).
+    # ``params`` hold the real values (secrets too) only while open; closing clears them.
+    """
+    CREATE TABLE approvals (
+        execution_id TEXT PRIMARY KEY,
+        ref TEXT NOT NULL,
+        params TEXT,
+        binding TEXT NOT NULL,
+        requester TEXT NOT NULL,
+        origin TEXT NOT NULL,
+        approvers TEXT NOT NULL,
+        needed INTEGER NOT NULL,
+        plan_id TEXT,
+        state TEXT NOT NULL,
+        created_at REAL NOT NULL,
+        expires_at REAL NOT NULL,
+        closed_at REAL,
+        closed_by TEXT
+    );
+    CREATE INDEX approvals_state ON approvals(state, expires_at);
+    CREATE TABLE approval_votes (
+        execution_id TEXT NOT NULL,
+        voter TEXT NOT NULL,
+        voter_id TEXT NOT NULL,
+        vote TEXT NOT NULL,
+        at REAL NOT NULL,
+        PRIMARY KEY (execution_id, voter)
+    );
+    CREATE TABLE plans (
+        execution_id TEXT PRIMARY KEY,
+        ref TEXT NOT NULL,
+        params TEXT,
+        requester TEXT NOT NULL,
+        fingerprint TEXT NOT NULL,
+        summary TEXT NOT NULL,
+        created_at REAL NOT NULL,
+        applied_by TEXT,
+        applied_at REAL
+    );
+    """,
 ]
 
 
@@ -314,6 +354,82 @@ class Store:
     def touch_api_key(self, key_id: str, at: float) -> None:
         with self._lock:
             self._db.execute("UPDATE api_keys SET last_used = ? WHERE id = ?", (at, key_id))
+
+    # -- approvals and plans (marvin.runtime.approvals, marvin.runtime.plans) -----------------
+    # Plain SQL with ? placeholders and compare-and-set updates: a press may reach any replica.
+
+    def add_approval(self, row: Mapping[str, Any]) -> None:
+        self._insert("approvals", row)
+
+    def approval(self, ex_id: str) -> dict[str, Any] | None:
+        return self._one("SELECT * FROM approvals WHERE execution_id = ?", (ex_id,))
+
+    def open_approvals(self) -> list[dict[str, Any]]:
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT * FROM approvals WHERE state = 'pending' ORDER BY created_at"
+            ).fetchall()
+        return [dict(r) for r in rows]
+
+    def close_approval(self, ex_id: str, state: str, by: str | None) -> bool:
+        """pending -> ``state`` (approved, rejected, expired, cancelled); False if it was
+        closed already (by another press, replica or the expiry). The parameters go."""
+        with self._lock:
+            cur = self._db.execute(
+                "UPDATE approvals SET state = ?, closed_at = ?, closed_by = ?, params = NULL"
+                " WHERE execution_id = ? AND state = 'pending'",
+                (state, time.time(), by, ex_id),
+            )
+        return cur.rowcount > 0
+
+    def add_vote(self, ex_id: str, voter: str, voter_id: str, vote: str) -> bool:
+        """One vote per voter (an email) and approval; False if they voted already."""
+        try:
+            with self._lock:
+                self._db.execute(
+                    "INSERT INTO approval_votes (execution_id, voter, voter_id, vote, at)"
+                    " VALUES (?,?,?,?,?)",
+                    (ex_id, voter, voter_id, vote, time.time()),
+                )
+        except sqlite3.IntegrityError:
+            return False
+        return True
+
+    def votes(self, ex_id: str) -> list[dict[str, Any]]:
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT * FROM approval_votes WHERE execution_id = ? ORDER BY at", (ex_id,)
+            ).fetchall()
+        return [dict(r) for r in rows]
+
+    def add_plan(self, row: Mapping[str, Any]) -> None:
+        self._insert("plans", row)
+
+    def plan(self, ex_id: str) -> dict[str, Any] | None:
+        return self._one("SELECT * FROM plans WHERE execution_id = ?", (ex_id,))
+
+    def claim_plan(self, ex_id: str, by: str) -> bool:
+        """Mark a plan applied by execution ``by``; False if it was applied already."""
+        with self._lock:
+            cur = self._db.execute(
+                "UPDATE plans SET applied_by = ?, applied_at = ?, params = NULL"
+                " WHERE execution_id = ? AND applied_by IS NULL",
+                (by, time.time(), ex_id),
+            )
+        return cur.rowcount > 0
+
+    def _insert(self, table: str, row: Mapping[str, Any]) -> None:
+        cols = ", ".join(row)
+        with self._lock:
+            self._db.execute(
+                f"INSERT INTO {table} ({cols}) VALUES ({','.join('?' * len(row))})",
+                tuple(row.values()),
+            )
+
+    def _one(self, sql: str, args: tuple[Any, ...]) -> dict[str, Any] | None:
+        with self._lock:
+            row = self._db.execute(sql, args).fetchone()
+        return None if row is None else dict(row)
 
     def close(self) -> None:
         with self._lock:

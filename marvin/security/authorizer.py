@@ -14,7 +14,7 @@ from typing import Any
 
 import structlog
 
-from marvin.core.authz import Decision, command_vias, via_refusal, with_groups
+from marvin.core.authz import ChannelBook, Decision, command_vias, via_refusal, with_groups
 from marvin.core.model import User
 from marvin.core.registry import Command
 from marvin.security.directory import Directory
@@ -59,6 +59,9 @@ class PolicyAuthorizer:
     def is_auditor(self, user: User) -> bool:
         return bool(self.auditors_group) and self.auditors_group in {g.lower() for g in user.groups}
 
+    def channels(self) -> ChannelBook:
+        return self.policy.channels
+
     # -- what ---------------------------------------------------------------------------------
 
     def decide(self, user: User, cmd: Command, params: Mapping[str, Any]) -> Decision:
@@ -76,14 +79,18 @@ class PolicyAuthorizer:
             decision = via_refusal(cmd, user.via, allowed)
             if rule.reason:
                 decision = replace(decision, reason=f"{rule.reason} {decision.reason}")
+        elif user.via == "chat" and not self.policy.in_channel(rule, user.where):
+            # Channel scoping (``channels:``) applies to chat; the CLI and API have no channel.
+            decision = Decision(False, _wrong_channel(rule, cmd, user, where))
         else:
             decision = Decision(
                 True,
                 mfa=rule.mfa or cmd.spec.mfa,
                 confirm=rule.confirm or cmd.spec.confirm,
                 checks=rule.checks,
+                approve=rule.approve,
             )
-            if cmd.spec.inline and (decision.mfa or decision.confirm):
+            if cmd.spec.inline and (decision.mfa or decision.confirm or decision.approve):
                 # Inline commands skip the confirm and MFA steps: refuse rather than run unchecked.
                 decision = Decision(False, f"`{cmd.ref}` needs a check that inline commands skip.")
         # debug: every message passes here; the audit row already records refusals.
@@ -109,7 +116,7 @@ class PolicyAuthorizer:
 
     def describe(self, user: User) -> list[str]:
         """Lines for ``whoami``: what needs a Duo push or confirmation, what is CLI-only."""
-        needs: dict[str, list[str]] = {"mfa": [], "confirm": [], "cli": []}
+        needs: dict[str, list[str]] = {"mfa": [], "confirm": [], "cli": [], "approve": []}
         count = 0
         for cmd in self.table:
             if is_builtin(cmd):
@@ -125,6 +132,8 @@ class PolicyAuthorizer:
                     needs["mfa"].append(cmd.ref + when)
                 if rule.confirm or cmd.spec.confirm:
                     needs["confirm"].append(cmd.ref + when)
+                if rule.approve:
+                    needs["approve"].append(cmd.ref + when)
                 usable = usable or self._usable(user, rule)
             count += usable
         lines = [f"You may run {count} command(s) besides the built-ins (say `help`)."]
@@ -132,6 +141,7 @@ class PolicyAuthorizer:
             ("mfa", "Needs a Duo push"),
             ("confirm", "Asks you to confirm"),
             ("cli", "Command line only, never from chat"),
+            ("approve", "Needs another person's approval"),
         ):
             if needs[key]:
                 lines.append(f"{title}: " + ", ".join(needs[key]))
@@ -141,6 +151,14 @@ class PolicyAuthorizer:
 
     def _usable(self, user: User, rule: Rule) -> bool:
         return rule.admits(user.groups) and user.via in rule.via
+
+
+def _wrong_channel(rule: Rule, cmd: Command, user: User, where: str) -> str:
+    here = "a direct message" if user.where and user.where.dm else "this channel"
+    return (
+        f"`{cmd.ref}` can't be run from {here} ({where}, {rule.label}); "
+        f"ask in {rule.describe_channels()}."
+    )
 
 
 def _refusal(rule: Rule, cmd: Command, where: str) -> str:

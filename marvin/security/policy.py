@@ -12,6 +12,8 @@ Format (the file itself documents it for operators)::
         via: [cli]                  # only through these channel kinds (chat, cli, api)
         chat: false                 # the older spelling of via: [cli]
         checks: [ga_repository]     # out-of-band checks before it runs (marvin.core.checks)
+        approve: {groups: [platform-admins], count: 1, timeout: 1800}  # two-person approval
+        channels: [C0123ABCD, "#ops", dm]   # chat requests only from these channels (dm: DMs)
         reason: "..."               # optional text for refusals (deny / via)
       - include: example            # a command pack's own rules (its rbac.yaml), spliced here
 
@@ -43,17 +45,22 @@ from typing import Any
 
 import yaml
 
+from marvin.core.authz import Approval, ChannelBook
 from marvin.core.checks import problems as check_problems
-from marvin.core.model import VIAS
+from marvin.core.model import VIAS, Where
 from marvin.core.packs import Loaded
 from marvin.core.registry import Command
 
-__all__ = ["Policy", "PolicyError", "Rule", "BUILTIN_FAMILY", "is_builtin", "load_policy"]
+__all__ = ["Policy", "PolicyError", "Rule", "BUILTIN_FAMILY", "DM", "is_builtin", "load_policy"]
 
 BUILTIN_FAMILY = "marvin"
 _GLOB = re.compile(r"^[a-z0-9_*?\[\]!.-]+$")
 _RULE_KEYS = {"name", "commands", "targets", "groups", "everyone", "deny", "mfa", "confirm", "chat"}
-_RULE_KEYS |= {"reason", "via", "checks"}
+_RULE_KEYS |= {"reason", "via", "checks", "approve", "channels"}
+_APPROVE_KEYS = {"groups", "count", "timeout"}
+_CHANNEL_ID = re.compile(r"^[CG][A-Z0-9]{2,}$")
+_CHANNEL_NAME = re.compile(r"^#[a-z0-9][a-z0-9_-]{0,79}$")
+DM = "dm"  # the channel kind "direct message" in ``channels:``
 
 
 class PolicyError(ValueError):
@@ -79,6 +86,8 @@ class Rule:
     reason: str = ""
     checks: tuple[str, ...] = ()  # run before the command, after the command's own checks
     pack: str = ""  # included from this command pack's rbac.yaml (index: its position there)
+    approve: Approval | None = None  # two-person approval before it runs
+    channels: tuple[str, ...] | None = None  # ids, "#names" and "dm"; None: anywhere
 
     @property
     def label(self) -> str:
@@ -105,6 +114,16 @@ class Rule:
             return False
         return self.everyone or bool(self.groups & {g.lower() for g in groups})
 
+    def channel_names(self) -> tuple[str, ...]:
+        return tuple(c for c in self.channels or () if c.startswith("#"))
+
+    def describe_channels(self) -> str:
+        """Where its commands may run, as Slack shows it (``<#C0123>``, ``#ops``, DMs)."""
+        out = []
+        for c in self.channels or ():
+            out.append("a direct message with me" if c == DM else c if c[0] == "#" else f"<#{c}>")
+        return ", ".join(out) or "nowhere in chat"
+
     def describe_targets(self) -> str:
         return ", ".join(f"{k}={'|'.join(v)}" for k, v in self.targets.items())
 
@@ -115,6 +134,20 @@ class Policy:
     def __init__(self, rules: Iterable[Rule], path: str | Path = "<policy>") -> None:
         self.rules = tuple(rules)
         self.path = Path(path)
+        # Channel names the rules mention; the Slack front end binds them to ids.
+        self.channels = ChannelBook(n for r in self.rules for n in r.channel_names())
+
+    def in_channel(self, rule: Rule, where: Where | None) -> bool:
+        """Whether a chat request made at ``where`` is within ``rule``'s channels."""
+        if rule.channels is None:
+            return True
+        if where is None:
+            return False
+        if where.dm:
+            return DM in rule.channels
+        ids = {c for c in rule.channels if c != DM and c[0] != "#"}
+        ids |= self.channels.ids(n.lstrip("#") for n in rule.channel_names())
+        return where.channel in ids
 
     def first(self, cmd: Command, params: Mapping[str, Any]) -> Rule | None:
         for rule in self.rules:
@@ -160,7 +193,7 @@ class Policy:
                     problems.append(f"{rule.label}: {glob!r} matches no command")
             covered = [c for c in commands if rule.covers(c.ref)]
             inline = [c.ref for c in covered if c.spec.inline]
-            if inline and (rule.mfa or rule.confirm):
+            if inline and (rule.mfa or rule.confirm or rule.approve):
                 problems.append(
                     f"{rule.label}: mfa/confirm can't apply to inline command(s) "
                     + ", ".join(inline)
@@ -275,9 +308,54 @@ def _rule(path: Path, index: int, raw: Any, *, pack: str = "", source: str = "")
     if not isinstance(name, str) or not isinstance(reason, str):
         raise err("name and reason must be text")
     checks = _globs(raw["checks"], "checks", err) if "checks" in raw else ()
+    approve = _approve(raw["approve"], err) if "approve" in raw else None
+    channels = _channels(raw["channels"], err) if "channels" in raw else None
     return Rule(
-        index, name, commands, targets, groups, reason=reason, checks=checks, pack=pack, **flags
+        index,
+        name,
+        commands,
+        targets,
+        groups,
+        reason=reason,
+        checks=checks,
+        approve=approve,
+        channels=channels,
+        pack=pack,
+        **flags,
     )
+
+
+def _approve(raw: Any, err: Any) -> Approval:
+    """``approve: {groups: [...], count: 1, timeout: 1800}`` (count and timeout optional)."""
+    if not isinstance(raw, dict) or "groups" not in raw:
+        raise err("approve: expected a mapping such as {groups: [platform-admins], count: 1}")
+    unknown = sorted(str(k) for k in raw if k not in _APPROVE_KEYS)
+    if unknown:
+        raise err(f"approve: unknown key(s) {', '.join(unknown)}; allowed: groups, count, timeout")
+    groups = frozenset(g.lower() for g in _globs(raw["groups"], "approve.groups", err))
+    count, timeout = raw.get("count", 1), raw.get("timeout", 1800)
+    if isinstance(count, bool) or not isinstance(count, int) or not 1 <= count <= 10:
+        raise err(f"approve.count: expected a whole number from 1 to 10, got {count!r}")
+    if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or timeout <= 0:
+        raise err(f"approve.timeout: expected seconds > 0, got {timeout!r}")
+    return Approval(groups, count, float(timeout))
+
+
+def _channels(raw: Any, err: Any) -> tuple[str, ...]:
+    """Channel ids (C0123ABCD), names ("#ops", bound to ids by the Slack front end) and
+    ``dm``; quote names in YAML, where # starts a comment."""
+    out = []
+    for item in _globs(raw, "channels", err):
+        low = item.lower()
+        if low == DM or _CHANNEL_NAME.match(low):
+            out.append(low)
+        elif _CHANNEL_ID.match(item):
+            out.append(item)
+        else:
+            raise err(
+                f'channels: {item!r} is not a channel id (C0123ABCD), a quoted name ("#ops") or dm'
+            )
+    return tuple(out)
 
 
 def _via(raw: Mapping[str, Any], err: Any) -> frozenset[str]:

@@ -29,6 +29,7 @@ __all__ = ["Executions", "STATUS"]
 # Outcome kinds (core.facade) as HTTP statuses.
 STATUS = {
     "accepted": 202,
+    "awaiting_approval": 202,
     "inline": 200,
     "empty": 400,
     "unknown": 400,
@@ -78,11 +79,11 @@ class Executions:
             if outcome.refused:
                 feed.end()  # refused at admission: nothing more will be said
             self.feeds.add(ex_id, feed)
-        if outcome.kind == "accepted" and ex_id is not None:
+        if outcome.kind in ("accepted", "awaiting_approval") and ex_id is not None:
             body = {
                 "id": ex_id,
                 "ref": outcome.ref,
-                "state": "accepted",
+                "state": outcome.kind,
                 "links": {"self": link(ex_id), "events": link(ex_id, "/events")},
             }
             return JSONResponse(body, status_code=202, headers={"Location": link(ex_id)})

@@ -29,6 +29,24 @@ def blocks_for(reply: Reply) -> list[dict[str, Any]] | None:
             blocks.append(_context(reply.note))
     else:
         return None
+    if reply.actions:  # buttons (approval requests); presses come back as marvin_<name>
+        buttons = _buttons(reply)
+        blocks.append({"type": "actions", "block_id": "marvin_actions", "elements": buttons})
     if reply.execution_id:
         blocks.append(_context(f"`{reply.execution_id}`"))
     return blocks if len(blocks) <= MAX_BLOCKS else None
+
+
+def _buttons(reply: Reply) -> list[dict[str, Any]]:
+    out = []
+    for action in reply.actions:
+        button: dict[str, Any] = {
+            "type": "button",
+            "text": {"type": "plain_text", "text": action.label},
+            "action_id": f"marvin_{action.name}",
+            "value": action.value,
+        }
+        if action.style:
+            button["style"] = action.style
+        out.append(button)
+    return out

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import structlog
@@ -23,6 +23,9 @@ from slack_sdk.http_retry.builtin_handlers import (
 )
 
 from marvin.core.facade import Operations
+from marvin.frontends.slack.approve import ACTION_PATTERN as APPROVAL_ACTIONS
+from marvin.frontends.slack.approve import ApprovalPresses
+from marvin.frontends.slack.channels import CHANNEL_EVENTS, ChannelNames
 from marvin.frontends.slack.confirm import ACTION_PATTERN, Confirmations
 from marvin.frontends.slack.events import Deduper, Gate, Inbound, to_message
 from marvin.frontends.slack.responder import SlackResponder
@@ -86,12 +89,21 @@ class SlackBot:
         self.app.event("app_mention")(self._on_event)
         self.app.event("message")(self._on_event)
         self.app.action(ACTION_PATTERN)(self._on_action)
+        # Two-person approval buttons, and the channel names the policy scopes rules to.
+        self.approvals = ApprovalPresses(
+            marvin, client, self._submit, self.responder_at, self._voter_responder
+        )
+        self.app.action(APPROVAL_ACTIONS)(self._on_approval)
+        self.channel_names = ChannelNames(client, marvin.channels())
+        for kind in CHANNEL_EVENTS:
+            self.app.event(kind)(self._on_channel_event)
         self.handler = AckFirstHandler(self.app, app_token, ping_interval=settings.ping_interval)
 
     # -- lifecycle ---------------------------------------------------------------------------
 
     def connect(self) -> None:
         """Open the socket (apps.connections.open raises SlackApiError for a bad app token)."""
+        self.channel_names.load()  # names in the policy -> ids, before the first event
         self.handler.connect()
 
     def connected(self) -> bool:
@@ -132,6 +144,39 @@ class SlackBot:
     def _on_action(self, ack: Callable[[], Any], body: dict[str, Any]) -> None:
         ack()  # already acknowledged on the socket; this just keeps Bolt content
         self.confirmations.on_action(body)
+
+    def _on_approval(self, ack: Callable[[], Any], body: dict[str, Any]) -> None:
+        ack()
+        self.approvals.on_action(body)
+
+    def _on_channel_event(self, body: dict[str, Any]) -> None:
+        self.channel_names.on_event(body.get("event") or {})
+
+    def responder_at(self, origin: Mapping[str, Any]) -> SlackResponder:
+        """A responder for where a request was asked (an approved execution answers there)."""
+        channel, thread = str(origin.get("channel") or ""), origin.get("thread")
+        return SlackResponder(
+            self.client,
+            channel=channel,
+            ts=str(origin.get("ts") or thread or ""),
+            user_id=str(origin.get("user_id") or ""),
+            thread_ts=thread,
+            is_dm=bool(origin.get("dm")),
+            settings=self.settings,
+            confirmations=self.confirmations,
+        )
+
+    def _voter_responder(self, channel: str, thread: str | None, user: str) -> SlackResponder:
+        return SlackResponder(
+            self.client,
+            channel=channel,
+            ts=thread or "",
+            user_id=user,
+            thread_ts=thread,
+            is_dm=channel.startswith("D"),
+            settings=self.settings,
+            confirmations=self.confirmations,
+        )
 
     def responder(self, inbound: Inbound) -> SlackResponder:
         event = inbound.event
