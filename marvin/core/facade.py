@@ -77,6 +77,20 @@ class Operations(Protocol):
     ) -> None:
         """Record an audit row for something a built-in did (or refused) for ``msg``."""
 
+    def audit_user(
+        self,
+        event: str,
+        user: User,
+        *,
+        channel: str | None = None,
+        ref: str | None = None,
+        detail: str | None = None,
+        execution_id: str | None = None,
+    ) -> None:
+        """Record an audit row for something ``user`` tried outside a message (a refused
+        button press, an undeliverable reply); the email is filled when the user's front end
+        can tell it."""
+
     # -- lifecycle (front ends) -----------------------------------------------------------------
     def recover(self, notify: Callable[[dict[str, Any]], None] | None = None) -> list[dict]: ...
 

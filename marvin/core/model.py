@@ -6,9 +6,25 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 
-__all__ = ["Cancelled", "User", "Message", "Reply", "Responder", "State", "Via", "VIAS", "JobView"]
+__all__ = [
+    "Refusal",
+    "Cancelled",
+    "User",
+    "Message",
+    "Reply",
+    "Responder",
+    "State",
+    "Via",
+    "VIAS",
+    "JobView",
+]
 
 State = Literal["accepted", "succeeded", "failed"]
+
+
+class Refusal(str):
+    """An answer meant for the asker alone (a refusal): a built-in returns it, and the front
+    end whispers it (ephemeral in Slack) instead of saying it in the thread."""
 
 
 class Cancelled(Exception):

@@ -9,6 +9,7 @@ second factor -> handler. Every attempt leaves an audit row (``marvin.runtime.au
 
 from __future__ import annotations
 
+import json
 import os
 import time
 from collections.abc import Callable, Iterable, Mapping
@@ -28,12 +29,13 @@ from marvin.core.authz import (
 )
 from marvin.core.facade import Cancel
 from marvin.core.matcher import Ambiguous, Invalid, Matched, Matcher, Unknown
-from marvin.core.model import JobView, Message, User
+from marvin.core.model import JobView, Message, Refusal, User
 from marvin.core.normalize import normalize
 from marvin.core.registry import Command, CommandTable
 from marvin.runtime import control, due, execution
 from marvin.runtime.audit import Attempt, Recorder
 from marvin.runtime.jobs import BUSY, RESTARTING, Job, JobManager, JobPool, JobSettings, PoolFull
+from marvin.runtime.lanes import Lanes
 from marvin.runtime.locks import lock_key
 from marvin.runtime.owner import process_identity
 from marvin.runtime.store import Store
@@ -41,6 +43,12 @@ from marvin.runtime.store import Store
 __all__ = ["Marvin", "Runtime"]
 
 log = structlog.get_logger("marvin")
+
+NO_SECOND_FACTOR = (
+    "`{ref}` needs a second factor (a Duo push), and none is configured here "
+    "(`security.duo` in marvin.yaml), so it was not run."
+)
+NO_MFA_LOG = "a second factor is required but none is configured (security.duo)"
 
 
 @dataclass(frozen=True)
@@ -78,6 +86,14 @@ class Marvin:
         jobs = JobManager(self.settings)
         self.rt = Runtime(store, jobs, Recorder(store), services, process_identity(os.getpid()))
         self.intake = JobPool(intake_workers, 4 * self.settings.queue, name="marvin-intake")
+        # One user's messages take at most half the intake workers (a slow users.info for them
+        # must not hold up everyone else); the rest of theirs wait in their own lane.
+        self.lanes: Lanes[Message] = Lanes(
+            self.intake,
+            self._guarded,
+            per_user=max(1, intake_workers // 2),
+            max_waiting=self.settings.queue,
+        )
         self.notifier = JobPool(1, 256, name="marvin-notify")
         self._due: due.DueScheduler | None = None
 
@@ -100,7 +116,7 @@ class Marvin:
     def handle(self, msg: Message) -> None:
         """Accept a chat message; returns at once, the work happens on Marvin's pools."""
         try:
-            self.intake.submit(lambda: self._guarded(msg))
+            self.lanes.submit(msg.user.id, msg)
         except PoolFull:
             self._tell(msg, BUSY)
         except RuntimeError:  # shut down
@@ -120,7 +136,7 @@ class Marvin:
         try:  # usage lines and suggestions are for people Marvin would answer at all
             msg = replace(msg, user=self.identify(msg.user))
         except Refused as exc:
-            return self._refuse(msg, Attempt.of(msg, ref), str(exc), exc.log_reason)
+            return self._refuse(msg, _known(Attempt.of(msg, ref), exc), str(exc), exc.log_reason)
         event = "unknown" if isinstance(result, Unknown) else "invalid"
         self.rt.recorder.record(event, Attempt.of(msg, ref), detail=result.message()[:300])
         msg.responder.whisper(result.message())
@@ -133,14 +149,24 @@ class Marvin:
         confirmation (minutes may have passed) identity and groups are read fresh."""
         shown = cmd.shown(params)
         attempt = Attempt.of(msg, cmd.ref, shown)
+        claimed = msg.user
         try:
-            msg = replace(msg, user=self.identify(msg.user, fresh=confirmed))
+            msg = replace(msg, user=self.identify(claimed, fresh=confirmed))
             attempt = Attempt.of(msg, cmd.ref, shown)
             decision = self.authorizer.decide(msg.user, cmd, params)
+            if decision.allowed and (decision.mfa or decision.confirm) and not confirmed:
+                # A sensitive command is decided on identity and groups read past every cache
+                # (a removal shows at once); a directory or users.info that is down refuses.
+                msg = replace(msg, user=self.identify(claimed, fresh=True))
+                attempt = Attempt.of(msg, cmd.ref, shown)
+                decision = self.authorizer.decide(msg.user, cmd, params)
         except Refused as exc:
-            return self._refuse(msg, attempt, str(exc), exc.log_reason)
+            return self._refuse(msg, _known(attempt, exc), str(exc), exc.log_reason)
         if not decision.allowed:
             return self._refuse(msg, attempt, decision.reason, decision.reason)
+        if decision.mfa and self.second_factor is None:
+            # Refuse before any confirmation question: no answer could make it runnable.
+            return self._refuse(msg, attempt, NO_SECOND_FACTOR.format(ref=cmd.ref), NO_MFA_LOG)
         if cmd.spec.inline:
             self._inline(msg, cmd, params)
             return None
@@ -208,7 +234,24 @@ class Marvin:
         return out
 
     def history(self, user_id: str | None, limit: int) -> list[dict[str, Any]]:
-        return self.rt.store.recent(user_id, limit)
+        """Executions and refused requests (which never became one), newest first."""
+        rows = self.rt.store.recent(user_id, limit)
+        for a in self.rt.store.refusals(user_id, limit):
+            params = json.loads(a["params"]) if a["params"] else {}
+            rows.append(
+                {
+                    "id": None,
+                    "ref": a["ref"] or "-",
+                    "params": params,
+                    "state": "refused",
+                    "reason": a["detail"],
+                    "created_at": a["ts"],
+                    "email": a["email"],
+                    "user_id": a["user_id"],
+                }  # fmt: skip
+            )
+        rows.sort(key=lambda r: r["created_at"], reverse=True)
+        return rows[:limit]
 
     def execution(self, execution_id: str) -> dict[str, Any] | None:
         return self.rt.store.get(execution_id)
@@ -227,6 +270,26 @@ class Marvin:
     ) -> None:
         self.rt.recorder.record(
             event, Attempt.of(msg, ref), detail=detail, execution_id=execution_id
+        )
+
+    def audit_user(
+        self,
+        event: str,
+        user: User,
+        *,
+        channel: str | None = None,
+        ref: str | None = None,
+        detail: str | None = None,
+        execution_id: str | None = None,
+    ) -> None:
+        try:  # who it was, as far as the front end can tell; the row is written regardless
+            user = self.frontends.resolve(user)
+        except Refused as exc:
+            user = replace(user, email=user.email or exc.email)
+        except Exception:
+            log.warning("could not resolve a user for the audit", user=user.id, exc_info=True)
+        self.rt.recorder.record(
+            event, Attempt(user, ref, channel), detail=detail, execution_id=execution_id
         )
 
     # -- control ----------------------------------------------------------------------------------
@@ -316,7 +379,9 @@ class Marvin:
             ops=self,  # built-ins read the table, the jobs and the audit trail
         )
         value = cmd.handler(ctx, **params)
-        if value is not None:
+        if isinstance(value, Refusal):  # for the asker alone
+            msg.responder.whisper(value)
+        elif value is not None:
             msg.responder.say(value)
 
     def _start(
@@ -383,7 +448,7 @@ class Marvin:
     def _second_factor(self, job: Job) -> bool:
         msg, cmd, ex_id = job.message, job.command, job.execution_id
         if self.second_factor is None:
-            reason = "a second factor is required but none is configured"
+            reason = NO_MFA_LOG
         else:
             result = self.second_factor(msg, cmd, ex_id, job.cancel_event)
             event = "mfa_approved" if result.approved else "mfa_refused"
@@ -397,6 +462,13 @@ class Marvin:
         msg.responder.whisper(f"`{cmd.ref}` was not run: {reason}.")
         msg.responder.react("failed")
         return False
+
+
+def _known(attempt: Attempt, exc: Refused) -> Attempt:
+    """The attempt with the email the refusing step knew (the audit row's email column)."""
+    if attempt.email or not exc.email:
+        return attempt
+    return replace(attempt, user=replace(attempt.user, email=exc.email))
 
 
 def _describe(params: Mapping[str, Any]) -> str:

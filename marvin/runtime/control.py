@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 import structlog
 
-from marvin.core.model import User
+from marvin.core.model import Refusal, User
 from marvin.runtime import execution
 from marvin.runtime.audit import Attempt
 from marvin.runtime.owner import orphaned
@@ -29,8 +29,25 @@ def cancel(rt: Runtime, ex_id: str, by: User) -> str:
     job = rt.jobs.get(ex_id)
     if job is None:
         row = rt.store.get(ex_id)
-        if row is None:
-            return f"I don't know an execution `{ex_id}`. Say `jobs` to see what is running."
+        mine = row is not None and (
+            row["user_id"] == by.id
+            or bool(by.email and (row["email"] or "").lower() == by.email.lower())
+            or bool(rt.jobs.settings.cancel_groups & {g.lower() for g in by.groups})
+        )
+        if not mine:
+            # As `status` answers: the same for "no such id" and "not yours" (ids are no
+            # oracle for someone else's past commands); asking about another's is audited.
+            if row is not None:
+                rt.recorder.record(
+                    "cancel_refused",
+                    Attempt(by, row["ref"]),
+                    execution_id=ex_id,
+                    detail="cancel of another user's finished execution",
+                )
+            return Refusal(
+                f"I can't find `{ex_id}` among your running executions. "
+                "Say `jobs` to see what is running."
+            )
         return f"`{ex_id}` ({row['ref']}) is not running: it {row['state'].replace('_', ' ')}."
     who = by.email or by.id
     own = by.id == job.user_id or bool(by.email and by.email.lower() == job.requester.lower())
@@ -41,7 +58,7 @@ def cancel(rt: Runtime, ex_id: str, by: User) -> str:
             "cancel_refused", asker, execution_id=ex_id, detail=f"requested by {job.requester}"
         )
         extra = f" or members of {', '.join(sorted(groups))}" if groups else ""
-        return (
+        return Refusal(
             f"`{ex_id}` ({job.command.ref}) was started by {job.requester}; only they{extra} "
             "can cancel it."
         )

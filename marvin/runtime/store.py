@@ -259,6 +259,16 @@ class Store:
             rows = self._db.execute(sql + " ORDER BY seq", args).fetchall()
         return [dict(r) for r in rows]
 
+    def refusals(self, user_id: str | None, limit: int) -> list[dict[str, Any]]:
+        """Refused requests that never became an execution (policy, identity), newest first:
+        ``history`` lists them beside the executions. (Issue 9.)"""
+        sql, args = "SELECT * FROM audit WHERE event = 'refused' AND execution_id IS NULL", ()
+        if user_id is not None:
+            sql, args = sql + " AND user_id = ?", (user_id,)
+        with self._lock:
+            rows = self._db.execute(sql + " ORDER BY seq DESC LIMIT ?", (*args, limit)).fetchall()
+        return [dict(r) for r in rows]
+
     def close(self) -> None:
         with self._lock:
             self._db.close()

@@ -15,6 +15,7 @@
         team_ids: [T0123]            # or "T1,T2"; empty: the bot's own workspace (auth.test)
         allow_guests: false
         cache_ttl: 300               # seconds a users.info answer is reused
+        timeout: 5                   # seconds users.info may take before the user is refused
       duo:
         enabled: false
         ikey: ...
@@ -52,7 +53,7 @@ __all__ = [
 _TOP = {"policy", "auditors_group", "directory", "slack", "duo"}
 _LDAP_FIELDS = {f.name for f in fields(LdapConfig)} - {"bind_password"}
 _DIRECTORY = {"backend", "path", "bind_password_env"} | _LDAP_FIELDS
-_SLACK = {"team_ids", "allow_guests", "cache_ttl"}
+_SLACK = {"team_ids", "allow_guests", "cache_ttl", "timeout"}
 _DUO = {"enabled", "ikey", "skey_env", "host", "username", "timeout", "request_timeout"}
 _DUO |= {"ca_certs"}
 
@@ -125,25 +126,30 @@ def build_authorizer(config: Config) -> Authorizer:
     return PolicyAuthorizer(policy, build_directory(config), auditors_group=auditors)
 
 
-def _slack_settings(config: Config) -> tuple[set[str], bool, float]:
+def _slack_settings(config: Config) -> tuple[set[str], bool, float, float]:
     slack = section(config, "security.slack", _SLACK)
     guests, ttl = slack.get("allow_guests", False), slack.get("cache_ttl", 300)
+    timeout = slack.get("timeout", 5)
     if not isinstance(guests, bool):
         raise config.error("security.slack.allow_guests", "expected true or false")
     if isinstance(ttl, bool) or not isinstance(ttl, (int, float)) or ttl < 0:
         raise config.error("security.slack.cache_ttl", "expected seconds >= 0")
-    return _team_ids(config), guests, float(ttl)
+    if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not 1 <= timeout:
+        raise config.error("security.slack.timeout", "expected seconds >= 1")
+    return _team_ids(config), guests, float(ttl), float(timeout)
 
 
 def build_slack_identity(config: Config, slack_client: Any) -> Any:
     """The Slack front end's identity resolver (``users.info`` on the event's user id)."""
     from marvin.security.slack_identity import SlackIdentity
 
-    teams, guests, ttl = _slack_settings(config)
+    teams, guests, ttl, timeout = _slack_settings(config)
     if not teams:  # default: the workspace (and Grid org) the bot is installed in
         answer = slack_client.auth_test()
         teams = {t for t in (answer.get("team_id"), answer.get("enterprise_id")) if t}
-    return SlackIdentity(slack_client, team_ids=teams, allow_guests=guests, ttl=ttl)
+    return SlackIdentity(
+        slack_client, team_ids=teams, allow_guests=guests, ttl=ttl, timeout=timeout
+    )
 
 
 def build_second_factor(

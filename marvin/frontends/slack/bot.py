@@ -23,6 +23,7 @@ from slack_sdk.http_retry.builtin_handlers import (
 )
 
 from marvin.core.facade import Operations
+from marvin.core.model import User
 from marvin.frontends.slack.confirm import ACTION_PATTERN, Confirmations
 from marvin.frontends.slack.events import Deduper, Gate, Inbound, to_message
 from marvin.frontends.slack.responder import SlackResponder
@@ -79,6 +80,7 @@ class SlackBot:
             self._submit,
             timeout=settings.confirm_timeout,
             call_later=marvin.call_later,
+            audit=self._audit_press,
         )
         # process_before_response: the listener runs right on the socket worker (after our
         # ack) instead of hopping to Bolt's own pool; it only enqueues, so this is quick.
@@ -147,6 +149,12 @@ class SlackBot:
             is_dm=inbound.is_dm,
             settings=self.settings,
             confirmations=self.confirmations,
+        )
+
+    def _audit_press(self, presser: str, channel: str, ref: str | None, detail: str) -> None:
+        who = User(id=presser, email=None, source="slack")
+        self.marvin.audit_user(
+            "press_refused", who, channel=channel or None, ref=ref, detail=detail
         )
 
     def _submit(self, job: Callable[[], None]) -> None:
