@@ -3,6 +3,7 @@ that can't be delivered, interrupted executions, slow users.info. One Marvin for
 
 from __future__ import annotations
 
+import signal
 import sqlite3
 import time
 import uuid
@@ -13,6 +14,7 @@ from typing import Any
 import pytest
 
 from tests.fakes.slack import CHANNEL, FakeSlack
+from tests.fakes.slack_web import ApiError
 from tests.test_slack_serve import ALICE, BOB, CAROL, Serve, add_users, text_has, write_config
 
 pytestmark = pytest.mark.timeout(90)
@@ -178,3 +180,108 @@ def test_a_huge_unknown_message_gets_one_short_answer(fake: FakeSlack, marvin: S
     answers = [c for c in fake.calls[n:] if c.method == "chat.postEphemeral"]
     assert answers == [first] and len(first.args["text"]) < 300
     assert "characters)" in first.args["text"]
+
+
+def test_a_reply_slack_will_not_take_goes_to_a_dm_and_is_audited(
+    fake: FakeSlack, marvin: Serve, root: Path
+) -> None:
+    _token, original = fake.web.methods["chat.postMessage"]
+
+    def handler(args: dict[str, Any]) -> dict[str, Any]:
+        if args.get("channel") == "C0GONE":
+            raise ApiError("not_in_channel")
+        return original(args)
+
+    fake.register_method("chat.postMessage", handler)
+    try:
+        n = len(fake.calls)
+        fake.send_event(fake.app_mention("fast gone", user=ALICE, channel="C0GONE"))
+        dm = fake.wait_for(
+            "chat.postMessage",
+            lambda c: c.args.get("channel") == ALICE and "fast done gone" in c.args["text"],
+            timeout=10,
+            since=n,
+        )
+        assert "not_in_channel" in dm.args["text"] and dm.ok
+    finally:
+        fake.register_method("chat.postMessage", original)
+    n = len(fake.calls)
+    fake.fail_next("chat.postMessage", 500, times=4)  # the first post and its 3 retries
+    fake.send_event(fake.app_mention("long output 1", user=BOB))
+    fake.wait_for(
+        "chat.postMessage", lambda c: c.args.get("channel") == BOB and c.ok, timeout=20, since=n
+    )
+    deadline = time.monotonic() + 5
+    while len(rows := audit(root, "undelivered")) < 3:
+        assert time.monotonic() < deadline, rows
+        time.sleep(0.05)
+    result = [r for r in rows if r["user_id"] == ALICE and "fast done gone" in r["detail"]]
+    assert result and result[0]["execution_id"] and result[0]["email"] == "alice@example.com"
+    assert result[0]["detail"].startswith("not_in_channel")
+    assert any(r["user_id"] == BOB and r["detail"].startswith("internal_error") for r in rows)
+
+
+def latest(root: Path) -> dict[str, Any]:
+    db = sqlite3.connect(root / "state.sqlite3")
+    db.row_factory = sqlite3.Row
+    try:
+        return dict(db.execute("SELECT * FROM executions ORDER BY created_at DESC").fetchone())
+    finally:
+        db.close()
+
+
+def reactions_on(fake: FakeSlack, ts: str) -> set[str]:
+    return {name for (_c, t, name) in fake.reactions if t == ts}
+
+
+def wait_reactions(fake: FakeSlack, ts: str, want: set[str], timeout: float = 10) -> None:
+    deadline = time.monotonic() + timeout
+    while reactions_on(fake, ts) != want:
+        assert time.monotonic() < deadline, reactions_on(fake, ts)
+        time.sleep(0.05)
+
+
+def test_a_cancelled_job_gets_its_own_reaction_and_others_a_private_refusal(
+    fake: FakeSlack, marvin: Serve, root: Path
+) -> None:
+    n = len(fake.calls)
+    slow = fake.app_mention("slow 30", user=ALICE)
+    fake.send_event(slow)
+    fake.wait_for("chat.postMessage", text_has("Sleeping 30 s"), timeout=10, since=n)
+    ex_id = latest(root)["id"]
+    refused = fake.app_mention(f"cancel {ex_id}", user=BOB)  # bob: developers, not ops
+    fake.send_event(refused)
+    eph = fake.wait_for("chat.postEphemeral", lambda c: c.args["user"] == BOB, 10, since=n)
+    assert "only they" in eph.args["text"]
+    assert not [c for c in fake.calls[n:] if c.method == "chat.postMessage" and
+                c.args.get("thread_ts") == refused["ts"]]  # fmt: skip
+    fake.send_event(fake.app_mention(f"cancel {ex_id}", user=ALICE))
+    wait_reactions(fake, slow["ts"], {"eyes", "no_entry_sign"})
+
+
+def test_a_restart_marks_interrupted_messages_and_keeps_the_real_run_time(tmp_path: Path) -> None:
+    config = write_config(tmp_path)
+    with FakeSlack.start() as fake:
+        add_users(fake)
+        first = Serve(fake, config)
+        second = None
+        try:
+            fake.wait_connected(timeout=20)
+            n = len(fake.calls)
+            slow = fake.app_mention("slow 30", user=ALICE)
+            fake.send_event(slow)
+            fake.wait_for("chat.postMessage", text_has("Sleeping 30 s"), timeout=10, since=n)
+            first.stop(signal.SIGKILL)
+            time.sleep(2)  # Marvin is down for a while before the restart
+            second = Serve(fake, config)
+            fake.wait_connected(timeout=20, min_count=2)
+            wait_reactions(fake, slow["ts"], {"warning"})
+            row = latest(tmp_path)
+            assert row["state"] == "interrupted"
+            assert row["finished_at"] - row["started_at"] < 1.5, row  # not the restart time
+            assert "last seen" in row["reason"]
+        finally:
+            for serve in (first, second):
+                if serve is not None and serve.proc.poll() is None:
+                    serve.proc.kill()
+                    serve.proc.wait(10)

@@ -118,7 +118,10 @@ def status_command(ctx: Context, execution: str) -> str:
         lines.append(f"Started {_when(row['started_at'], now)}")
     if row.get("finished_at"):
         took = row["finished_at"] - (row.get("started_at") or row["created_at"])
-        lines.append(f"Finished {_when(row['finished_at'], now)}, after {took:.1f} s")
+        if row["state"] == "interrupted":  # recorded at a restart: its end is its last sign
+            lines.append(f"Last seen {_when(row['finished_at'], now)}, after {took:.1f} s")
+        else:
+            lines.append(f"Finished {_when(row['finished_at'], now)}, after {took:.1f} s")
     if row.get("reason"):
         lines.append(f"Reason: {row['reason']}")
     trail = ops(ctx).audit_trail(ex_id)

@@ -19,7 +19,7 @@ __all__ = [
     "JobView",
 ]
 
-State = Literal["accepted", "succeeded", "failed"]
+State = Literal["accepted", "succeeded", "failed", "cancelled", "interrupted"]
 
 
 class Refusal(str):

@@ -144,18 +144,23 @@ def _commands(config: Config, args: argparse.Namespace) -> int:
 
 
 def _check(config: Config, args: argparse.Namespace) -> int:
-    """Configuration, command table, vocabulary and policy, without starting anything."""
+    """The full gate: configuration (every section, with or without tokens), the command table,
+    vocabulary and policy, without starting anything. Whatever serve would reject fails here."""
     from marvin.bootstrap import load_table
-    from marvin.security import build_authorizer
+    from marvin.frontends.slack.settings import SlackSettings
+    from marvin.security.settings import check_security
 
     table, problems = load_table(config)
     for problem in problems:
         print(f"lint warning: {problem}", file=sys.stderr)
+    SlackSettings.from_config(config)  # ConfigError: printed by main, exit 2
     try:
-        build_authorizer(config).check_table(table, strict=True)
+        warnings = check_security(config, table)
     except ValueError as exc:  # policy and security settings errors name file and rule
         print(f"marvin: {exc}", file=sys.stderr)
         return 2
+    for warning in warnings:
+        print(f"warning: {warning}", file=sys.stderr)
     print(f"{config.path}: OK; {len(table)} commands")
     return 0
 

@@ -43,7 +43,7 @@ class ConsoleResponder:
         self._print(self.out, f"… {text}")
 
     def react(self, state: State) -> None:
-        if state == "failed":
+        if state in ("failed", "cancelled", "interrupted"):
             self.failed = True
 
     def confirm(self, prompt: str, on_result: Callable[[bool], None]) -> None:

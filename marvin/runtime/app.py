@@ -403,6 +403,7 @@ class Marvin:
             source=user.source,
             pid=os.getpid(),
             owner=rt.owner,
+            ts=msg.ts,
         )
         job = Job(
             ex_id,

@@ -122,12 +122,16 @@ def recover(rt: Runtime, notify: Callable[[dict[str, Any]], None] | None = None)
         reason = f"Marvin (pid {row['pid']}) stopped while it was {was}"
         who = User(row["user_id"], row["email"], source=row["source"])
         attempt = Attempt(who, row["ref"], row["channel"], row["params"])
+        # Its real run time ends at its last sign of life, not at this restart.
+        trail = [a["ts"] for a in rt.store.audit_rows(row["id"])]
+        last = max([row["created_at"], row.get("started_at") or 0, *trail])
+        reason += f"; last seen {time.strftime('%H:%M:%S UTC', time.gmtime(last))}"
         if not rt.recorder.outcome(
             row["id"],
             "interrupted",
             attempt,
             reason,
-            at=time.time(),
+            at=last,
             only_from=("queued", "running"),
         ):
             continue  # someone else recorded it first

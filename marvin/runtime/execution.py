@@ -290,7 +290,9 @@ def finish(
         rt.jobs.release(job, forget=False)  # free the lock before the requester reads this
     try:
         msg.responder.say(text)
-        msg.responder.react("succeeded" if state == "succeeded" else "failed")
+        # A cancel or a restart is not a failure of the command: each has its own reaction.
+        shown = state if state in ("succeeded", "cancelled", "interrupted") else "failed"
+        msg.responder.react(shown)  # type: ignore[arg-type]
     except Exception:
         log.exception("could not deliver the result", execution_id=job.execution_id)
     job.done.set()

@@ -91,6 +91,10 @@ MIGRATIONS: list[str] = [
     );
     CREATE INDEX due_pending ON due(state, due_at);
     """,
+    # 4: the requesting message's ts, so a restart can mark that message interrupted.
+    """
+    ALTER TABLE executions ADD COLUMN ts TEXT;
+    """,
 ]
 
 
@@ -136,6 +140,7 @@ class Store:
         state: str = "queued",
         pid: int | None = None,
         owner: str | None = None,
+        ts: str | None = None,
     ) -> str:
         now = time.time()
         for _ in range(20):
@@ -144,8 +149,8 @@ class Store:
                 with self._lock:
                     self._db.execute(
                         "INSERT INTO executions (id, ref, params, user_id, email, channel, thread,"
-                        " source, state, created_at, pid, owner)"
-                        " VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
+                        " source, state, created_at, pid, owner, ts)"
+                        " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",
                         (
                             ex_id,
                             ref,
@@ -159,6 +164,7 @@ class Store:
                             now,
                             pid,
                             owner,
+                            ts,
                         ),
                     )
                 return ex_id

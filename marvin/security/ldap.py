@@ -141,6 +141,14 @@ class LdapDirectory:
             raise UserNotInDirectory(email)
         return groups
 
+    def known_groups(self) -> frozenset[str]:
+        """Every group's name under ``group_base`` (one search; for ``marvin check``)."""
+        flt = (
+            "(|(objectClass=groupOfNames)(objectClass=groupOfUniqueNames)"
+            "(objectClass=posixGroup)(objectClass=group))"
+        )
+        return frozenset(name for _, name in self._groups(flt))
+
     def close(self) -> None:
         with self._conn_lock:
             conn, self._conn = self._conn, None

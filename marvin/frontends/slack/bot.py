@@ -8,6 +8,7 @@ delays an acknowledgement or another user's command.
 from __future__ import annotations
 
 import logging
+import re
 import threading
 from collections.abc import Callable
 from typing import Any
@@ -33,6 +34,7 @@ from marvin.frontends.slack.socket import AckFirstHandler
 __all__ = ["SlackBot", "web_client"]
 
 log = structlog.get_logger("marvin.slack")
+_EXECUTION_ID = re.compile(r"\bex-[0-9a-f]{6}\b")
 
 
 def web_client(token: str, base_url: str) -> WebClient:
@@ -123,6 +125,20 @@ class SlackBot:
             self.client.chat_postMessage(**kwargs)
         except (SlackApiError, SlackClientError, OSError):
             log.warning("could not post an interruption notice", execution_id=row.get("id"))
+        if row.get("ts") and row.get("state") == "interrupted":
+            # The request's :eyes: gives way to the interrupted reaction.
+            self._react(channel, row["ts"], "accepted", remove=True)
+            self._react(channel, row["ts"], "interrupted")
+
+    def _react(self, channel: str, ts: str, state: str, *, remove: bool = False) -> None:
+        name = self.settings.reactions.get(state)
+        if not name:
+            return
+        call = self.client.reactions_remove if remove else self.client.reactions_add
+        try:
+            call(channel=channel, timestamp=ts, name=name)
+        except (SlackApiError, SlackClientError, OSError):
+            log.info("reaction not changed", channel=channel, ts=ts, name=name, remove=remove)
 
     # -- listeners (on socket-mode worker threads, after the ack) ------------------------------
 
@@ -149,6 +165,17 @@ class SlackBot:
             is_dm=inbound.is_dm,
             settings=self.settings,
             confirmations=self.confirmations,
+            undelivered=lambda text, error: self._undelivered(event, text, error),
+        )
+
+    def _undelivered(self, event: dict[str, Any], text: str, error: str) -> None:
+        found = _EXECUTION_ID.search(text)
+        self.marvin.audit_user(
+            "undelivered",
+            User(id=event["user"], email=None, source="slack"),
+            channel=event["channel"],
+            detail=f"{error}: {text[:200]}",
+            execution_id=found.group(0) if found else None,
         )
 
     def _audit_press(self, presser: str, channel: str, ref: str | None, detail: str) -> None:
