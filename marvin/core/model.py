@@ -8,6 +8,7 @@ from typing import Any, Literal, Protocol
 
 __all__ = [
     "Refusal",
+    "ExpectedFailure",
     "Cancelled",
     "User",
     "Message",
@@ -25,6 +26,11 @@ State = Literal["accepted", "succeeded", "failed", "cancelled", "interrupted"]
 class Refusal(str):
     """An answer meant for the asker alone (a refusal): a built-in returns it, and the front
     end whispers it (ephemeral in Slack) instead of saying it in the thread."""
+
+
+class ExpectedFailure(Exception):
+    """A failure the code anticipated (``ActionError``: "stack already exists"): the requester
+    is told why, and the log gets one line without a traceback."""
 
 
 class Cancelled(Exception):

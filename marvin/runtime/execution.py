@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 import structlog
 
 from marvin.core.facade import Operations
-from marvin.core.model import Cancelled, Message, Reply, User
+from marvin.core.model import Cancelled, ExpectedFailure, Message, Reply, User
 from marvin.core.registry import Command
 from marvin.logs import SECRETS_KEY, Secrets
 from marvin.runtime import checks
@@ -249,7 +249,10 @@ def _execute(rt: Runtime, job: Job) -> None:
         elif isinstance(exc, Cancelled) or ctx.cancelled:
             finish(rt, job, "cancelled", cancelled_text(job, started=True), "cancelled")
         else:
-            ctx.log.exception("execution failed")
+            if isinstance(exc, ExpectedFailure):  # told to the requester; no traceback
+                ctx.log.warning("execution failed", error=f"{type(exc).__name__}: {exc}")
+            else:
+                ctx.log.exception("execution failed")
             reason = cmd.mask(f"{type(exc).__name__}: {exc}", params)[:500]
             finish(rt, job, "failed", f"`{cmd.ref}` failed (`{ex_id}`): {reason}", reason)
         return
