@@ -7,8 +7,8 @@ outside the runtime reaches the store, the job manager or the authorizer directl
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
-from typing import Any, Protocol
+from collections.abc import Callable, Hashable, Mapping
+from typing import Any, Protocol, TypeVar
 
 from marvin.core.authz import Decision
 from marvin.core.model import JobView, Message, User
@@ -17,6 +17,7 @@ from marvin.core.registry import Command, CommandTable
 __all__ = ["Operations", "Cancel"]
 
 Cancel = Callable[[], None]
+T = TypeVar("T")
 
 
 class Operations(Protocol):
@@ -54,6 +55,11 @@ class Operations(Protocol):
     def describe(self, user: User) -> list[str]: ...
 
     def is_auditor(self, user: User) -> bool: ...
+
+    def remember(self, key: Hashable, compute: Callable[[], T]) -> T:
+        """``compute()``'s value, computed once per ``key`` for a while (bounded): the table and
+        policy don't change while Marvin runs, so the key must hold whatever else it depends
+        on (the user's groups and via, for ``help``)."""
 
     # -- executions (built-ins) -----------------------------------------------------------------
     def live(self) -> list[JobView]: ...

@@ -12,9 +12,9 @@ from __future__ import annotations
 import json
 import os
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Hashable, Iterable, Mapping
 from dataclasses import dataclass, replace
-from typing import Any
+from typing import Any, TypeVar
 
 import structlog
 
@@ -27,6 +27,7 @@ from marvin.core.authz import (
     Refused,
     SecondFactor,
 )
+from marvin.core.cache import TTLCache
 from marvin.core.facade import Cancel
 from marvin.core.matcher import Ambiguous, Invalid, Matched, Matcher, Unknown
 from marvin.core.model import JobView, Message, Refusal, User
@@ -43,6 +44,7 @@ from marvin.runtime.store import Store
 __all__ = ["Marvin", "Runtime"]
 
 log = structlog.get_logger("marvin")
+T = TypeVar("T")
 
 NO_SECOND_FACTOR = (
     "`{ref}` needs a second factor (a Duo push), and none is configured here "
@@ -96,6 +98,7 @@ class Marvin:
         )
         self.notifier = JobPool(1, 256, name="marvin-notify")
         self._due: due.DueScheduler | None = None
+        self._memo: TTLCache[Any] = TTLCache(600, 4096)  # remember(): e.g. each user's help
 
     # The runtime's parts, for bootstrap, tests and benchmarks (front ends and built-ins use
     # the Operations methods below instead).
@@ -210,6 +213,9 @@ class Marvin:
 
     def is_auditor(self, user: User) -> bool:
         return self.authorizer.is_auditor(user)
+
+    def remember(self, key: Hashable, compute: Callable[[], T]) -> T:
+        return self._memo.get(key, compute)  # type: ignore[return-value]
 
     def live(self) -> list[JobView]:
         jobs = self.rt.jobs

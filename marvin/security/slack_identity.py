@@ -51,7 +51,7 @@ class SlackIdentity:
             raise ValueError("SlackIdentity needs at least one workspace (team) id")
         # users.info gets its own short timeout (the shared client waits 30 s): a slow answer
         # for one user refuses that user after ``timeout`` instead of holding a worker.
-        self.client = WebClient(
+        self.client = type(client)(
             token=client.token,
             base_url=client.base_url,
             timeout=timeout,  # type: ignore[arg-type]  # urllib takes a float

@@ -27,6 +27,7 @@ from marvin.core.facade import Operations
 from marvin.core.model import User
 from marvin.frontends.slack.confirm import ACTION_PATTERN, Confirmations
 from marvin.frontends.slack.events import Deduper, Gate, Inbound, to_message
+from marvin.frontends.slack.http import KeepAliveWebClient
 from marvin.frontends.slack.responder import SlackResponder
 from marvin.frontends.slack.settings import SlackSettings
 from marvin.frontends.slack.socket import AckFirstHandler
@@ -40,7 +41,7 @@ _EXECUTION_ID = re.compile(r"\bex-[0-9a-f]{6}\b")
 def web_client(token: str, base_url: str) -> WebClient:
     """A WebClient on ``base_url`` (SLACK_API_URL) that rides out rate limits (429 +
     Retry-After), 5xx and dropped connections."""
-    return WebClient(
+    return KeepAliveWebClient(  # connections reused: no handshake per reply in a burst
         token=token,
         base_url=base_url if base_url.endswith("/") else base_url + "/",
         timeout=30,
