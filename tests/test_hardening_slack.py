@@ -285,3 +285,29 @@ def test_a_restart_marks_interrupted_messages_and_keeps_the_real_run_time(tmp_pa
                 if serve is not None and serve.proc.poll() is None:
                     serve.proc.kill()
                     serve.proc.wait(10)
+
+
+def test_a_press_after_expiry_is_audited(fake: FakeSlack) -> None:
+    from slack_sdk import WebClient
+
+    from marvin.frontends.slack.confirm import CONFIRM, Confirmations
+
+    pressed: list[tuple[str, str, str | None, str]] = []
+    client = WebClient(token=fake.bot_token, base_url=fake.api_url, timeout=5)
+    confirmations = Confirmations(
+        client, lambda job: job(), timeout=0.2, audit=lambda *row: pressed.append(row)
+    )
+    answers: list[bool] = []
+    n = len(fake.calls)
+    confirmations.ask(channel=CHANNEL, thread_ts=None, requester=ALICE, prompt="Run `x.y`?",
+                      on_result=answers.append)  # fmt: skip
+    ask = fake.wait_for("chat.postMessage", lambda c: "blocks" in c.args, timeout=5, since=n)
+    token = ask.args["blocks"][1]["elements"][0]["value"]
+    deadline = time.monotonic() + 5
+    while answers != [False]:  # expired: recorded as not confirmed
+        assert time.monotonic() < deadline
+        time.sleep(0.02)
+    confirmations.press(
+        fake.block_actions(CONFIRM, token, user=ALICE, message_ts=ask.response["ts"])
+    )
+    assert pressed == [(ALICE, CHANNEL, None, "confirmation press refused: expired")]
