@@ -1,4 +1,5 @@
-"""Slack front-end latency against the loopback fake Slack (tests/fakes/slack.py).
+"""Slack front-end latency against the loopback fake Slack (``python -m tests.fakes.slack``,
+a subprocess of its own: the benchmark never imports the tests' helpers).
 
 Both bots run as SUBPROCESSES (so they do not share the GIL with the fake): Marvin is the real
 ``python -m marvin --config <tmp> serve`` (Bolt App + ack-first Socket Mode handler, the
@@ -34,7 +35,7 @@ from slack_bolt import App  # noqa: E402
 from slack_bolt.adapter.socket_mode import SocketModeHandler  # noqa: E402
 from slack_sdk import WebClient  # noqa: E402
 
-from tests.fakes.slack import FakeSlack  # noqa: E402
+from benchmarks.fakeproc import FakeProcess  # noqa: E402
 
 USER, EMAIL = "U0BENCH01", "alice@example.com"
 
@@ -60,11 +61,11 @@ def _config(tmp: Path) -> Path:
 
 
 @contextmanager
-def subprocess_bot(fake: FakeSlack, argv: list[str]) -> Iterator[None]:
-    env = {**os.environ, **fake.env(), "PYTHONPATH": str(ROOT)}
+def subprocess_bot(fake: FakeProcess, argv: list[str]) -> Iterator[None]:
+    env = {**os.environ, **fake.info["env"], "PYTHONPATH": str(ROOT)}
     proc = subprocess.Popen(argv, env=env, cwd=ROOT, stderr=subprocess.PIPE, text=True)
     try:
-        fake.wait_connected(timeout=20)
+        fake.call("wait_connected", timeout=20)
         yield
     finally:
         proc.terminate()
@@ -91,37 +92,20 @@ def echo_bot() -> int:
     return 0
 
 
-def _measure(fake: FakeSlack, n: int, burst: bool) -> tuple[list[float], list[float]]:
-    """Send n `help` mentions (one at a time, or all at once); ms to ack and to first reply."""
-    since = len(fake.calls)
-    events = [fake.app_mention("help", user=USER) for _ in range(n)]
-    sent: list[str] = []
-    for ev in events:
-        sent.append(fake.send_event(ev))
-        if not burst:
-            fake.wait_ack(sent[-1], timeout=10)
-            fake.wait_for("chat.postMessage", _in_thread(ev["ts"]), timeout=10, since=since)
-    acks, replies = [], []
-    for ev, env_id in zip(events, sent, strict=True):
-        env = fake.wait_ack(env_id, timeout=30)
-        call = fake.wait_for("chat.postMessage", _in_thread(ev["ts"]), timeout=30, since=since)
-        assert env.sent_at is not None and env.acked_at is not None
-        acks.append((env.acked_at - env.sent_at) * 1000)
-        replies.append((call.received_at - env.sent_at) * 1000)
-    assert not fake.errors, fake.errors
-    return acks, replies
-
-
-def _in_thread(ts: str) -> Callable[..., bool]:
-    return lambda call: call.args.get("thread_ts") == ts
+def _measure(fake: FakeProcess, n: int, burst: bool) -> tuple[list[float], list[float]]:
+    """Send n `help` mentions (one at a time, or all at once); ms to ack and to first reply,
+    as the fake's clock saw them."""
+    got = fake.call("measure", text="help", user=USER, n=n, burst=burst)
+    assert not got["errors"], got["errors"]
+    return got["acks"], got["replies"]
 
 
 def _pct(values: list[float], p: float) -> float:
     return statistics.quantiles(values, n=100, method="inclusive")[int(p) - 1]
 
 
-def run(name: str, fake: FakeSlack, events: int, burst: int) -> None:
-    fake.wait_connected(timeout=10)
+def run(name: str, fake: FakeProcess, events: int, burst: int) -> None:
+    fake.call("wait_connected", timeout=10)
     _measure(fake, 20, burst=False)  # warm-up: imports, caches (users.info), the first session
     for mode, n, is_burst in (("seq", events, False), ("burst", burst, True)):
         acks, replies = _measure(fake, n, is_burst)
@@ -139,12 +123,12 @@ def main() -> int:
     if args.echo_bot:
         return echo_bot()
     print(f"# subprocess bots; {args.events} sequential events, then a burst of {args.burst}")
-    with FakeSlack.start() as fake, tempfile.TemporaryDirectory() as tmp:
-        fake.add_user(USER, email=EMAIL)
+    fake_slack = ("tests.fakes.slack", f"--user={USER}={EMAIL}")
+    with FakeProcess(*fake_slack) as fake, tempfile.TemporaryDirectory() as tmp:
         argv = [sys.executable, "-m", "marvin", "--config", str(_config(Path(tmp))), "serve"]
         with subprocess_bot(fake, argv):
             run("marvin", fake, args.events, args.burst)
-    with FakeSlack.start() as fake:
+    with FakeProcess(*fake_slack) as fake:
         with subprocess_bot(fake, [sys.executable, __file__, "--echo-bot"]):
             run("bolt_echo", fake, args.events, args.burst)
     return 0

@@ -7,7 +7,7 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 from marvin.actions.clients import Clients
-from marvin.config import Config
+from marvin.config import Config, ConfigError
 from marvin.core.authz import Authorizer, FrontEnd, local_operator
 from marvin.core.loader import load_handlers
 from marvin.core.matcher import Matcher
@@ -67,8 +67,11 @@ def build_table(
 
 
 def lint_table(config: Config, table: CommandTable) -> list[str]:
+    try:
+        verbs = load_verbs(config.file("vocabulary"))
+    except ValueError as exc:  # names the file; a clean start-up error, not a traceback
+        raise ConfigError(f"vocabulary: {exc}") from None
     # The enabled packs' verbs join the operator's list (the vocabulary is shared).
-    verbs = load_verbs(config.file("vocabulary"))
     for pack in enabled_packs(config.get("commands.packs")):
         verbs |= pack.verbs
     return lint(table, verbs)
@@ -108,7 +111,10 @@ def build_app(
     authorizer = authorizer or build_authorizer(config)
     # The policy must name only commands that exist (checked strictly for the deployed
     # table; a test harness table only gets warnings, and unmatched commands are refused).
-    authorizer.check_table(table, strict=deployed)
+    try:
+        authorizer.check_table(table, strict=deployed)
+    except ValueError as exc:  # a policy that doesn't fit the table: one clean start-up line
+        raise ConfigError(str(exc)) from None
     app = Marvin(
         table,
         store=Store(config.file("state.sqlite")),

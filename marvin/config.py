@@ -246,8 +246,23 @@ def load_section_owners() -> None:
         _owners_loaded = True
 
 
+# Keys people put at the top level that belong inside an owned section: the error says where.
+_MISPLACED = {
+    "duo": "security.duo",
+    "rbac": "security.policy",
+    "policy": "security.policy",
+    "directory": "security.directory",
+    "ldap": "security.directory (backend: ldap)",
+    "auditors_group": "security.auditors_group",
+    "team_ids": "security.slack.team_ids",
+}
+
+
 def _validate(cfg: Config) -> None:
     load_section_owners()
+    for key in cfg.data:
+        if key in _MISPLACED and key not in SECTIONS:
+            raise cfg.error(str(key), f"belongs under {_MISPLACED[key]}, not at the top level")
     # Enabled packs are imported before the rest is validated: their sections must be known.
     _check_value(cfg, "commands.packs", SECTIONS["commands"]["packs"])
     hidden = _pack_sections(cfg)

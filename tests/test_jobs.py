@@ -189,7 +189,7 @@ def test_cancel_permissions_and_unknown_ids(bot_with) -> None:  # type: ignore[n
     refused = bot.send(f"cancel {ex_id}", user=BOB)
     assert f"was started by {ALICE}; only they or members of ops can cancel it" in refused.text
     assert bot.app.store.get(ex_id)["state"] == "running"
-    assert "I don't know an execution `ex-000000`" in bot.send("cancel ex-000000").text
+    assert "I can't find `ex-000000`" in bot.send("cancel ex-000000").text
     assert "execution" in bot.send("cancel everything").text  # not an id: says what is expected
     bot.send(f"cancel {ex_id.upper()}", user=OLGA)  # ops may cancel anyone's
     assert bot.app.wait(ex_id, 5)["state"] == "cancelled"

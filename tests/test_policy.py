@@ -314,5 +314,5 @@ def test_unknown_refs_are_a_start_up_error(tmp_path: Path) -> None:
     for name in ("vocabulary.yaml", "directory.yaml", "rbac.yaml"):
         (cfg_dir / name).write_text((DEFAULT_CONFIG.parent / name).read_text())
     cfg = load_config(cfg_dir / "marvin.yaml", env={"MARVIN_STATE": str(tmp_path / "m.db")})
-    with pytest.raises(PolicyError, match=r"rbac.yaml: rule 1 \(production\): 'platform.\*'"):
+    with pytest.raises(ValueError, match=r"rbac.yaml: rule 1 \(production\): 'platform.\*'"):
         build_app(cfg)

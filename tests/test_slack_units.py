@@ -205,7 +205,8 @@ def test_api_failures_are_logged_not_raised(fake_slack: FakeSlack) -> None:
     r = _responder(fake_slack)
     fake_slack.fail_next("chat.postMessage", status=200, error="channel_not_found")
     r.say("lost")  # must not raise into the job thread
-    assert not fake_slack.calls_to("chat.postMessage")[-1].ok
+    failed, dm = fake_slack.calls_to("chat.postMessage")[-2:]
+    assert not failed.ok and dm.ok and dm.args["channel"] == r.user_id  # told in a DM instead
 
 
 # -- confirmations -----------------------------------------------------------------------------

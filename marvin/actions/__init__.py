@@ -8,13 +8,15 @@ import time
 from collections.abc import Callable
 from typing import Any, TypeVar
 
+from marvin.core.model import ExpectedFailure
+
 T = TypeVar("T")
 
 FIRST_POLL = 1.0  # seconds: a step that ends in 2 s is seen after about 2 s, not a full period
 GROWTH = 1.5  # each pause 1.5x the last: a step is noticed within ~half its length, at most a cap
 
 
-class ActionError(RuntimeError):
+class ActionError(RuntimeError, ExpectedFailure):
     """An action failed for a reason worth telling the user verbatim."""
 
 

@@ -12,6 +12,7 @@ so the actions' waits (``wait_until``) stop promptly inside a branch as well.
 
 from __future__ import annotations
 
+import contextvars
 import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -127,8 +128,15 @@ def run_parallel(
             outcomes[name] = outcome
             done.notify_all()
 
+    # Each branch runs in a copy of the job thread's logging context (execution id, secrets
+    # to mask), so its log lines are the execution's too.
     threads = [
-        threading.Thread(target=run, args=(n, fn), name=f"branch-{n}", daemon=True)
+        threading.Thread(
+            target=contextvars.copy_context().run,
+            args=(run, n, fn),
+            name=f"branch-{n}",
+            daemon=True,
+        )
         for n, fn in branches.items()
     ]
     for t in threads:

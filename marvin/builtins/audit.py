@@ -12,7 +12,7 @@ import time
 from typing import Any
 
 from marvin.builtins.help import ops
-from marvin.core.model import User
+from marvin.core.model import Private, User
 from marvin.core.params import EXECUTION_ID, Choice, Text
 from marvin.core.registry import command
 from marvin.core.text import age_text
@@ -57,7 +57,9 @@ def _params(params: dict[str, Any]) -> str:
 def history_command(ctx: Context, limit: str | None = None, scope: str | None = None) -> str:
     if limit is not None and limit.lower() in ("all", "mine"):
         limit, scope = None, limit.lower()
-    count = min(MAX_LIMIT, max(1, int(limit))) if limit else DEFAULT_LIMIT
+    if limit is not None and int(limit) == 0:
+        return Private(f"`history N` lists your last N commands; N is 1 to {MAX_LIMIT}.")
+    count = min(MAX_LIMIT, int(limit)) if limit else DEFAULT_LIMIT
     everyone = scope == "all"
     if everyone and not _is_auditor(ctx, ctx.user):
         _audit(ctx, "refused", "history all: not an auditor")
@@ -78,8 +80,9 @@ def _history(ctx: Context, count: int, everyone: bool) -> str:
     lines = [title]
     for row in rows:
         who = f" — {row['email'] or row['user_id']}" if everyone else ""
+        what = f"`{row['id']}` {row['ref']}" if row["id"] else f"{row['ref']} (not run)"
         lines.append(
-            f"• `{row['id']}` {row['ref']}{_params(row['params'])} — {row['state']}, "
+            f"• {what}{_params(row['params'])} — {row['state']}, "
             f"{_when(row['created_at'], now)}{who}"
         )
     return "\n".join(lines)
@@ -115,7 +118,10 @@ def status_command(ctx: Context, execution: str) -> str:
         lines.append(f"Started {_when(row['started_at'], now)}")
     if row.get("finished_at"):
         took = row["finished_at"] - (row.get("started_at") or row["created_at"])
-        lines.append(f"Finished {_when(row['finished_at'], now)}, after {took:.1f} s")
+        if row["state"] == "interrupted":  # recorded at a restart: its end is its last sign
+            lines.append(f"Last seen {_when(row['finished_at'], now)}, after {took:.1f} s")
+        else:
+            lines.append(f"Finished {_when(row['finished_at'], now)}, after {took:.1f} s")
     if row.get("reason"):
         lines.append(f"Reason: {row['reason']}")
     trail = ops(ctx).audit_trail(ex_id)

@@ -19,6 +19,14 @@ __all__ = ["help_command", "whoami", "ops", "HANDLERS"]
     inline=True,
 )
 def help_command(ctx: Context, topic: str | None = None) -> Reply:
+    # The table and policy are fixed once Marvin runs, so what one user (with these groups,
+    # through this kind of channel) may see is rendered once, not for every `help`.
+    user = ctx.user
+    key = ("help", user.id, user.groups, user.via, (topic or "").strip().lower())
+    return ops(ctx).remember(key, lambda: _render(ctx, topic))
+
+
+def _render(ctx: Context, topic: str | None) -> Reply:
     app = ops(ctx)
     mine = [c for c in app.table if app.visible(ctx.user, c)]
     if topic:

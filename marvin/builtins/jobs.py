@@ -8,6 +8,7 @@ from __future__ import annotations
 import time
 
 from marvin.builtins.help import ops
+from marvin.core.model import Private
 from marvin.core.params import EXECUTION_ID
 from marvin.core.registry import command
 from marvin.core.text import age_text
@@ -65,7 +66,9 @@ def jobs_command(ctx: Context) -> str:
     inline=True,
 )
 def cancel_command(ctx: Context, execution: str) -> str:
-    return ops(ctx).cancel(execution, ctx.user)
+    outcome = ops(ctx).request_cancel(execution, ctx.user)
+    # A refusal (not yours, or no such execution) is for the asker alone.
+    return Private(outcome.message) if outcome.refused else outcome.message
 
 
 HANDLERS = [jobs_command, cancel_command]

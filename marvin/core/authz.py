@@ -38,11 +38,15 @@ __all__ = [
 
 
 class Refused(Exception):
-    """The requester may not go on; ``str(exc)`` is shown to them, ``log_reason`` is logged."""
+    """The requester may not go on; ``str(exc)`` is shown to them, ``log_reason`` is logged.
+    ``email``: whose account it was, when the refusing step knew it (for the audit row)."""
 
-    def __init__(self, message: str, log_reason: str | None = None) -> None:
+    def __init__(
+        self, message: str, log_reason: str | None = None, *, email: str | None = None
+    ) -> None:
         super().__init__(message)
         self.log_reason = log_reason or message
+        self.email = email
 
 
 @dataclass(frozen=True)
@@ -222,11 +226,15 @@ def with_groups(user: User, directory: Any, *, fresh: bool = False) -> User:
         )
     except LookupError:
         raise Refused(
-            NOT_IN_DIRECTORY.format(email=user.email), f"not in directory: {user.email}"
+            NOT_IN_DIRECTORY.format(email=user.email),
+            f"not in directory: {user.email}",
+            email=user.email,
         ) from None
     except Exception as exc:
         raise Refused(
-            DIRECTORY_DOWN, f"directory error for {user.email}: {type(exc).__name__}: {exc}"
+            DIRECTORY_DOWN,
+            f"directory error for {user.email}: {type(exc).__name__}: {exc}",
+            email=user.email,
         ) from None
     return replace(user, groups=frozenset(groups))
 

@@ -7,9 +7,9 @@ outside the runtime reaches the store, the job manager or the authorizer directl
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Hashable, Mapping
 from dataclasses import dataclass
-from typing import Any, Literal, Protocol
+from typing import Any, Literal, Protocol, TypeVar
 
 from marvin.core.apikeys import KeyRing
 from marvin.core.authz import ChannelBook, Decision
@@ -85,6 +85,9 @@ class Outcome:
         return self.kind in REFUSALS
 
 
+T = TypeVar("T")
+
+
 class Operations(Protocol):
     table: CommandTable
     keys: KeyRing  # API keys (the HTTP API's identities; ``marvin keys``)
@@ -148,6 +151,11 @@ class Operations(Protocol):
 
     def is_auditor(self, user: User) -> bool: ...
 
+    def remember(self, key: Hashable, compute: Callable[[], T]) -> T:
+        """``compute()``'s value, computed once per ``key`` for a while (bounded): the table and
+        policy don't change while Marvin runs, so the key must hold whatever else it depends
+        on (the user's groups and via, for ``help``)."""
+
     # -- executions (built-ins) -----------------------------------------------------------------
     def live(self) -> list[JobView]: ...
 
@@ -175,6 +183,20 @@ class Operations(Protocol):
         execution_id: str | None = None,
     ) -> None:
         """Record an audit row for something a built-in did (or refused) for ``msg``."""
+
+    def audit_user(
+        self,
+        event: str,
+        user: User,
+        *,
+        channel: str | None = None,
+        ref: str | None = None,
+        detail: str | None = None,
+        execution_id: str | None = None,
+    ) -> None:
+        """Record an audit row for something ``user`` tried outside a message (a refused
+        button press, an undeliverable reply); the email is filled when the user's front end
+        can tell it."""
 
     # -- lifecycle (front ends) -----------------------------------------------------------------
     def recover(self, notify: Callable[[dict[str, Any]], None] | None = None) -> list[dict]: ...

@@ -14,6 +14,7 @@ from typing import Any
 from marvin.core.grammar import Format, split_pairs
 from marvin.core.params import Pairs, ParamError
 from marvin.core.registry import Command, CommandTable, TableError
+from marvin.core.text import excerpt
 
 __all__ = ["Matcher", "Matched", "Unknown", "Ambiguous", "Invalid", "MatchResult", "bind"]
 
@@ -30,7 +31,7 @@ class Unknown:
     suggestions: tuple[str, ...]  # usage lines
 
     def message(self) -> str:
-        lines = [f"I don't know that command: `{self.text}`."]
+        lines = [f"I don't know that command: `{excerpt(self.text)}`."]
         if self.suggestions:
             lines.append("Did you mean:")
             lines.extend(f"• `{s}`" for s in self.suggestions)
@@ -50,7 +51,7 @@ class Ambiguous:
             else f"more than one form of {self.refs[0]}, with different values"
         )
         return (
-            f"`{self.text}` matches {what}; I won't guess. Please be more specific, or "
+            f"`{excerpt(self.text)}` matches {what}; I won't guess. Please be more specific, or "
             "use `key=value` parameters."
         )
 

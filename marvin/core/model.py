@@ -7,6 +7,9 @@ from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 
 __all__ = [
+    "Private",
+    "Refusal",
+    "ExpectedFailure",
     "Cancelled",
     "User",
     "Where",
@@ -20,7 +23,17 @@ __all__ = [
     "JobView",
 ]
 
-State = Literal["accepted", "succeeded", "failed"]
+State = Literal["accepted", "succeeded", "failed", "cancelled", "interrupted"]
+
+
+class Private(str):
+    """An answer meant for the asker alone (a refusal): a built-in returns it, and the front
+    end whispers it (ephemeral in Slack) instead of saying it in the thread."""
+
+
+class ExpectedFailure(Exception):
+    """A failure the code anticipated (``ActionError``: "stack already exists"): the requester
+    is told why, and the log gets one line without a traceback."""
 
 
 class Cancelled(Exception):

@@ -79,8 +79,8 @@ class Text(Param):
         return value
 
     def expected(self) -> str:
-        if self.help:
-            return f"{self.help} (matching {self.pattern})" if self.pattern else self.help
+        if self.help:  # the help says it in words; a regex helps nobody who reads it
+            return self.help
         return f"text matching {self.pattern}" if self.pattern else "some text"
 
 

@@ -3,7 +3,7 @@ Block Kit sections and the Slack front end)."""
 
 from __future__ import annotations
 
-__all__ = ["split_text", "summary", "age_text"]
+__all__ = ["split_text", "summary", "age_text", "excerpt"]
 
 _FENCE = "```"
 
@@ -72,3 +72,12 @@ def age_text(seconds: float) -> str:
     if seconds < 90 * 60:
         return f"{round(seconds / 60)} min"
     return f"{seconds / 3600:.1f} h"
+
+
+def excerpt(text: str, limit: int = 80) -> str:
+    """Unrecognised text as quoted back: one line, at most ``limit`` characters, visibly cut
+    (a 100 KB message must not come back as 29 replies)."""
+    line = " ".join(text.split())
+    if len(line) <= limit:
+        return line
+    return f"{line[: limit - 1].rstrip()}… ({len(text):,} characters)"

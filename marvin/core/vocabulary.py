@@ -17,7 +17,13 @@ _PLACEHOLDER = re.compile(r"{{\s*([A-Za-z_]\w*)[^}]*}}")
 
 
 def load_verbs(path: str | Path) -> frozenset[str]:
-    data = yaml.safe_load(Path(path).read_text()) or {}
+    """The verbs of ``path``; errors (``ValueError``) name the file."""
+    try:
+        data = yaml.safe_load(Path(path).read_text()) or {}
+    except OSError as exc:
+        raise ValueError(f"{path}: cannot read the vocabulary: {exc.strerror or exc}") from None
+    except yaml.YAMLError as exc:
+        raise ValueError(f"{path}: not valid YAML: {exc}") from None
     verbs = data.get("verbs") if isinstance(data, dict) else None
     if not isinstance(verbs, list) or not all(isinstance(v, str) for v in verbs):
         raise ValueError(f"{path}: verbs: expected a list of words")

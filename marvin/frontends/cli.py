@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import argparse
+import difflib
+import json
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
 
 from marvin.config import Config, ConfigError, load_config
@@ -21,9 +23,11 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--config", help="configuration file (default: $MARVIN_CONFIG or config/marvin.yaml)"
     )
+    p.add_argument("--version", action="version", version=f"marvin {_version()}")
     sub = p.add_subparsers(dest="cmd", required=True)
     sh = sub.add_parser("shell", help="a local console: each line is a chat message")
     sh.add_argument("--as", dest="as_email", help="act as this email (default: shell.user)")
+    sh.add_argument("--verbose", action="store_true", help="log lines here, not in the log file")
     run = sub.add_parser(
         "run", help="run a command by ref: marvin run platform.create environment=testing"
     )
@@ -34,6 +38,12 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument(
         "--plan", action="store_true", help="show what it would change, changing nothing"
     )
+    run.add_argument(
+        "--json",
+        action="store_true",
+        help="print one JSON object (execution id, state, result, replies) for other programs",
+    )
+    run.add_argument("--verbose", action="store_true", help="log lines on stderr, not the log file")
     ap = sub.add_parser(
         "approve", help="approve (or --reject) someone else's request awaiting approval"
     )
@@ -50,6 +60,7 @@ def _parser() -> argparse.ArgumentParser:
         "serve", help="connect to Slack (Socket Mode); the console without Slack tokens"
     )
     sv.add_argument("--health-port", type=int, help="answer /healthz on this port")
+    sv.add_argument("--verbose", action="store_true", help="console mode: log lines here")
     # The HTTP API (marvin/frontends/http): beside Slack in `serve`, or alone.
     sv.add_argument("--api-port", type=int, help="also serve the HTTP API on this port")
     api = sub.add_parser("api", help="serve the HTTP API alone (no Slack)")
@@ -67,14 +78,44 @@ def main(argv: Sequence[str] | None = None) -> int:
     from marvin.logs import setup_logging
     from marvin.security.policy import PolicyError  # a pack's rules are checked at start-up
 
+    # A lone surrogate or other unencodable text must not kill the console mid-answer.
+    for stream in (sys.stdout, sys.stderr):
+        stream.reconfigure(errors="backslashreplace")  # type: ignore[attr-defined]
     try:
         config = load_config(args.config)
-        json = (args.cmd == "serve" and _slack_configured()) or args.cmd == "api"
-        setup_logging(json=json, level=config.get("logging.level"))
+        console = args.cmd in ("shell", "run") or (args.cmd == "serve" and not _any_token())
+        log_file = None
+        if console and not args.verbose:
+            # Log lines would mix into the conversation: they go to a file unless asked for.
+            log_file = _log_file(config)
+        setup_logging(
+            json=(args.cmd == "serve" and _slack_configured()) or args.cmd == "api",
+            level=config.get("logging.level"),
+            stream=log_file,
+        )
         return _COMMANDS[args.cmd](config, args)
     except (ConfigError, TableError, PolicyError) as exc:
         print(f"marvin: {exc}", file=sys.stderr)
         return 2
+
+
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("marvin")
+    except PackageNotFoundError:
+        return "unknown (not installed)"
+
+
+def _log_file(config: Config) -> object:
+    path = config.file("state.sqlite").parent / "marvin.log"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return path.open("a", buffering=1)
+
+
+def _any_token() -> bool:
+    return bool(os.environ.get("SLACK_BOT_TOKEN") or os.environ.get("SLACK_APP_TOKEN"))
 
 
 def _slack_configured() -> bool:
@@ -108,10 +149,13 @@ def _run_command(config: Config, args: argparse.Namespace) -> int:
     try:
         # What fell due while no Marvin ran (a maintenance window's end) happens first.
         app.run_due(lambda row: print(row["notice"], file=sys.stderr, flush=True))
-        cmd = app.table.get(args.ref)
+        cmd = app.table.get(args.ref) or app.table.get(f"marvin.{args.ref}")  # `run whoami`
         if cmd is None:
-            close = [c.ref for c in app.table if c.spec.family == args.ref.split(".")[0]]
-            hint = f" Commands in that family: {', '.join(close)}." if close else ""
+            refs = [c.ref for c in app.table]
+            close = difflib.get_close_matches(args.ref, refs, n=3, cutoff=0.6)
+            close += [r for r in refs if r.split(".")[0] == args.ref.split(".")[0]][:5]
+            close = list(dict.fromkeys(close))
+            hint = f" Did you mean: {', '.join(close)}?" if close else ""
             print(f"marvin: no command {args.ref!r}.{hint} See `marvin commands`.", file=sys.stderr)
             return 2
         values = {}
@@ -126,7 +170,10 @@ def _run_command(config: Config, args: argparse.Namespace) -> int:
         except ParamError as exc:
             print(f"marvin: {cmd.ref}: {exc}\nusage: {cmd.usage}", file=sys.stderr)
             return 2
-        responder = ConsoleResponder(sys.stdout, sys.stderr, ask=lambda _p: bool(args.yes))
+        transcript: list[dict[str, str]] | None = [] if args.json else None
+        responder = ConsoleResponder(
+            sys.stdout, sys.stderr, ask=_run_confirm(args), transcript=transcript
+        )
         user = local_user(args.as_email or config.get("shell.user"), source="cli")
         msg = Message(text=f"run {cmd.ref}", user=user, responder=responder)
         if args.plan:  # a plan changes nothing; `apply <id>` (marvin shell) does it
@@ -137,11 +184,17 @@ def _run_command(config: Config, args: argparse.Namespace) -> int:
         if ex_id is None:
             for job in app.live():  # an inline command (undo) may have started one
                 app.wait(job.execution_id)
-            return 0 if not responder.failed else 1
-        record = app.wait(ex_id)
-        if record and record["state"] == "awaiting_approval":
-            return 3  # held for two-person approval: `marvin approve <id>` by someone else
-        return 0 if record and record["state"] == "succeeded" else 1
+            status = 0 if not responder.failed else 1
+            record = None
+        else:
+            record = app.wait(ex_id)
+            if record and record["state"] == "awaiting_approval":
+                status = 3  # held for two-person approval: `marvin approve <id>` by someone else
+            else:
+                status = 0 if record and record["state"] == "succeeded" else 1
+        if transcript is not None:
+            print(json.dumps(_json_result(ex_id, record, transcript, status)), flush=True)
+        return status
     finally:
         app.shutdown(timeout=5)
 
@@ -172,6 +225,40 @@ def _approve(config: Config, args: argparse.Namespace) -> int:
         app.shutdown(timeout=5)
 
 
+def _run_confirm(args: argparse.Namespace) -> Callable[[str], bool]:
+    """--yes confirms; on a terminal the operator is asked; otherwise say what to add."""
+
+    def ask(prompt: str) -> bool:
+        if args.yes:
+            return True
+        if sys.stdin.isatty() and not args.json:
+            print(f"{prompt} [y/N] ", end="", file=sys.stderr, flush=True)
+            return sys.stdin.readline().strip().lower() in ("y", "yes")
+        print(
+            "marvin: this command asks for confirmation; add --yes to confirm it "
+            "(no terminal to ask on).",
+            file=sys.stderr,
+        )
+        return False
+
+    return ask
+
+
+def _json_result(
+    ex_id: str | None, record: dict | None, transcript: list[dict[str, str]], status: int
+) -> dict:
+    said = [r["text"] for r in transcript if r["kind"] == "say"]
+    state = record["state"] if record else ("refused" if status else "succeeded")
+    return {
+        "execution_id": ex_id,
+        "ref": record["ref"] if record else None,
+        "state": state,
+        "reason": record["reason"] if record else None,
+        "result": said[-1] if said and state == "succeeded" else None,
+        "replies": transcript,
+    }
+
+
 def _commands(config: Config, args: argparse.Namespace) -> int:
     from marvin.bootstrap import lint_table, load_table
 
@@ -198,21 +285,26 @@ def _commands(config: Config, args: argparse.Namespace) -> int:
 
 
 def _check(config: Config, args: argparse.Namespace) -> int:
-    """Configuration, command table, vocabulary and policy, without starting anything."""
+    """The full gate: configuration (every section, with or without tokens), the command table,
+    vocabulary and policy, without starting anything. Whatever serve would reject fails here."""
     from marvin.bootstrap import load_table
-    from marvin.security import build_authorizer
+    from marvin.frontends.slack.settings import SlackSettings
+    from marvin.security.settings import check_security
 
     table, problems = load_table(config)
     for problem in problems:
         print(f"lint warning: {problem}", file=sys.stderr)
+    SlackSettings.from_config(config)  # ConfigError: printed by main, exit 2
     try:
-        build_authorizer(config).check_table(table, strict=True)
+        warnings = check_security(config, table)
         from marvin.frontends.http.settings import ApiSettings
 
         ApiSettings.from_config(config)  # the api: section, so a typo never waits for serve
     except ValueError as exc:  # policy and security settings errors name file and rule
         print(f"marvin: {exc}", file=sys.stderr)
         return 2
+    for warning in warnings:
+        print(f"warning: {warning}", file=sys.stderr)
     _check_packs(config, table)
     print(f"{config.path}: OK; {len(table)} commands")
     return 0
@@ -246,7 +338,7 @@ def _serve(config: Config, args: argparse.Namespace) -> int:
             "No SLACK_BOT_TOKEN/SLACK_APP_TOKEN set: starting the local console instead.",
             file=sys.stderr,
         )
-        return _shell(config, argparse.Namespace(as_email=None))
+        return _shell(config, argparse.Namespace(as_email=None, verbose=args.verbose))
     from marvin.frontends.slack.serve import serve
 
     return serve(config, args)

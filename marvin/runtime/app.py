@@ -9,11 +9,12 @@ second factor -> handler. Every attempt leaves an audit row (``marvin.runtime.au
 
 from __future__ import annotations
 
+import json
 import os
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Hashable, Iterable, Mapping
 from dataclasses import dataclass, replace
-from typing import Any
+from typing import Any, TypeVar
 
 import structlog
 
@@ -27,15 +28,17 @@ from marvin.core.authz import (
     Refused,
     SecondFactor,
 )
+from marvin.core.cache import TTLCache
 from marvin.core.facade import Cancel, Outcome, OutcomeKind, ResponderFor, Vote
 from marvin.core.matcher import Ambiguous, Invalid, Matched, Matcher, Unknown
-from marvin.core.model import JobView, Message, User, Where
+from marvin.core.model import JobView, Message, Private, User, Where
 from marvin.core.normalize import normalize
 from marvin.core.registry import Command, CommandTable
 from marvin.runtime import approvals, control, due, execution, plans
 from marvin.runtime.apikeys import StoredKeys
 from marvin.runtime.audit import Attempt, Recorder
 from marvin.runtime.jobs import BUSY, RESTARTING, Job, JobManager, JobPool, JobSettings, PoolFull
+from marvin.runtime.lanes import Lanes
 from marvin.runtime.locks import lock_key
 from marvin.runtime.metrics import Metrics
 from marvin.runtime.owner import process_identity
@@ -44,6 +47,13 @@ from marvin.runtime.store import Store
 __all__ = ["Marvin", "Runtime"]
 
 log = structlog.get_logger("marvin")
+T = TypeVar("T")
+
+NO_SECOND_FACTOR = (
+    "`{ref}` needs a second factor (a Duo push), and none is configured here "
+    "(`security.duo` in marvin.yaml), so it was not run."
+)
+NO_MFA_LOG = "a second factor is required but none is configured (security.duo)"
 
 
 @dataclass(frozen=True)
@@ -84,9 +94,18 @@ class Marvin:
         self.rt = Runtime(store, jobs, recorder, services, process_identity(os.getpid()))
         self.keys = StoredKeys(store)  # the HTTP API's identities (``marvin keys``)
         self.intake = JobPool(intake_workers, 4 * self.settings.queue, name="marvin-intake")
+        # One user's messages take at most half the intake workers (a slow users.info for them
+        # must not hold up everyone else); the rest of theirs wait in their own lane.
+        self.lanes: Lanes[Message] = Lanes(
+            self.intake,
+            self._guarded,
+            per_user=max(1, intake_workers // 2),
+            max_waiting=self.settings.queue,
+        )
         self.notifier = JobPool(1, 256, name="marvin-notify")
         self._due: due.DueScheduler | None = None
         self._notify: Callable[[dict[str, Any]], None] | None = None  # from start()
+        self._memo: TTLCache[Any] = TTLCache(600, 4096)  # remember(): e.g. each user's help
 
     # The runtime's parts, for bootstrap, tests and benchmarks (front ends and built-ins use
     # the Operations methods below instead).
@@ -107,7 +126,7 @@ class Marvin:
     def handle(self, msg: Message) -> None:
         """Accept a chat message; returns at once, the work happens on Marvin's pools."""
         try:
-            self.intake.submit(lambda: self._guarded(msg))
+            self.lanes.submit(msg.user.id, msg)
         except PoolFull:
             self._tell(msg, BUSY)
         except RuntimeError:  # shut down
@@ -147,7 +166,7 @@ class Marvin:
         try:  # usage lines and suggestions are for people Marvin would answer at all
             msg = replace(msg, user=self.identify(msg.user))
         except Refused as exc:
-            return self._refuse(msg, Attempt.of(msg, ref), str(exc), exc.log_reason)
+            return self._refuse(msg, _known(Attempt.of(msg, ref), exc), str(exc), exc.log_reason)
         event = "unknown" if isinstance(result, Unknown) else "invalid"
         self.rt.recorder.record(event, Attempt.of(msg, ref), detail=result.message()[:300])
         msg.responder.whisper(result.message())
@@ -170,16 +189,29 @@ class Marvin:
     ) -> Outcome:
         shown = cmd.shown(params)
         attempt = Attempt.of(msg, cmd.ref, shown)
+        claimed = msg.user
         try:
             # ``where`` (channel, DM) comes from the message, for channel-scoped rules.
-            user = self.identify(msg.user, fresh=confirmed)
-            msg = replace(msg, user=replace(user, where=Where(msg.channel, msg.is_dm)))
+            where = Where(msg.channel, msg.is_dm)
+            user = self.identify(claimed, fresh=confirmed)
+            msg = replace(msg, user=replace(user, where=where))
             attempt = Attempt.of(msg, cmd.ref, shown)
             decision = self.authorizer.decide(msg.user, cmd, params)
+            if decision.allowed and (decision.mfa or decision.confirm) and not confirmed:
+                # A sensitive command is decided on identity and groups read past every cache
+                # (a removal shows at once); a directory or users.info that is down refuses.
+                user = self.identify(claimed, fresh=True)
+                msg = replace(msg, user=replace(user, where=where))
+                attempt = Attempt.of(msg, cmd.ref, shown)
+                decision = self.authorizer.decide(msg.user, cmd, params)
         except Refused as exc:
-            return self._refuse(msg, attempt, str(exc), exc.log_reason)
+            return self._refuse(msg, _known(attempt, exc), str(exc), exc.log_reason)
         if not decision.allowed:
             return self._refuse(msg, attempt, decision.reason, decision.reason, "policy")
+        if decision.mfa and self.second_factor is None:
+            # Refuse before any confirmation question: no answer could make it runnable.
+            text = NO_SECOND_FACTOR.format(ref=cmd.ref)
+            return self._refuse(msg, attempt, text, NO_MFA_LOG, "policy")
         if cmd.spec.inline:
             self._inline(msg, cmd, params)
             return Outcome("inline", ref=cmd.ref)
@@ -309,6 +341,9 @@ class Marvin:
     def channels(self) -> ChannelBook:
         return self.authorizer.channels()
 
+    def remember(self, key: Hashable, compute: Callable[[], T]) -> T:
+        return self._memo.get(key, compute)  # type: ignore[return-value]
+
     def live(self) -> list[JobView]:
         jobs = self.rt.jobs
         out = approvals.views(self)  # awaiting approval, and from whom
@@ -332,7 +367,24 @@ class Marvin:
         return out
 
     def history(self, user_id: str | None, limit: int) -> list[dict[str, Any]]:
-        return self.rt.store.recent(user_id, limit)
+        """Executions and refused requests (which never became one), newest first."""
+        rows = self.rt.store.recent(user_id, limit)
+        for a in self.rt.store.refusals(user_id, limit):
+            params = json.loads(a["params"]) if a["params"] else {}
+            rows.append(
+                {
+                    "id": None,
+                    "ref": a["ref"] or "-",
+                    "params": params,
+                    "state": "refused",
+                    "reason": a["detail"],
+                    "created_at": a["ts"],
+                    "email": a["email"],
+                    "user_id": a["user_id"],
+                }  # fmt: skip
+            )
+        rows.sort(key=lambda r: r["created_at"], reverse=True)
+        return rows[:limit]
 
     def execution(self, execution_id: str) -> dict[str, Any] | None:
         return self.rt.store.get(execution_id)
@@ -351,6 +403,26 @@ class Marvin:
     ) -> None:
         self.rt.recorder.record(
             event, Attempt.of(msg, ref), detail=detail, execution_id=execution_id
+        )
+
+    def audit_user(
+        self,
+        event: str,
+        user: User,
+        *,
+        channel: str | None = None,
+        ref: str | None = None,
+        detail: str | None = None,
+        execution_id: str | None = None,
+    ) -> None:
+        try:  # who it was, as far as the front end can tell; the row is written regardless
+            user = self.frontends.resolve(user)
+        except Refused as exc:
+            user = replace(user, email=user.email or exc.email)
+        except Exception:
+            log.warning("could not resolve a user for the audit", user=user.id, exc_info=True)
+        self.rt.recorder.record(
+            event, Attempt(user, ref, channel), detail=detail, execution_id=execution_id
         )
 
     # -- control ----------------------------------------------------------------------------------
@@ -462,7 +534,9 @@ class Marvin:
             ops=self,  # built-ins read the table, the jobs and the audit trail
         )
         value = cmd.handler(ctx, **params)
-        if value is not None:
+        if isinstance(value, Private):  # for the asker alone
+            msg.responder.whisper(str(value))
+        elif value is not None:
             msg.responder.say(value)
 
     def _start(
@@ -490,6 +564,7 @@ class Marvin:
                 source=user.source,
                 pid=os.getpid(),
                 owner=rt.owner,
+                ts=msg.ts,
             )
         job = Job(
             ex_id,
@@ -535,7 +610,7 @@ class Marvin:
     def _second_factor(self, job: Job) -> bool:
         msg, cmd, ex_id = job.message, job.command, job.execution_id
         if self.second_factor is None:
-            reason = "a second factor is required but none is configured"
+            reason = NO_MFA_LOG
         else:
             result = self.second_factor(msg, cmd, ex_id, job.cancel_event)
             event = "mfa_approved" if result.approved else "mfa_refused"
@@ -549,6 +624,13 @@ class Marvin:
         msg.responder.whisper(f"`{cmd.ref}` was not run: {reason}.")
         msg.responder.react("failed")
         return False
+
+
+def _known(attempt: Attempt, exc: Refused) -> Attempt:
+    """The attempt with the email the refusing step knew (the audit row's email column)."""
+    if attempt.email or not exc.email:
+        return attempt
+    return replace(attempt, user=replace(attempt.user, email=exc.email))
 
 
 def _describe(params: Mapping[str, Any]) -> str:

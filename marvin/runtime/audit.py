@@ -57,12 +57,12 @@ class Recorder:
         self.store.audit(
             event,
             execution_id=execution_id,
-            user_id=attempt.user.id,
-            email=attempt.email,
-            channel=attempt.channel,
-            ref=attempt.ref,
-            params=attempt.params,
-            detail=detail,
+            user_id=_text(attempt.user.id),
+            email=_text(attempt.email),
+            channel=_text(attempt.channel),
+            ref=_text(attempt.ref),
+            params=_clean(attempt.params),
+            detail=_text(detail),
         )
         if self.observe is not None:
             self.observe(event, attempt.ref, execution_id)
@@ -87,3 +87,26 @@ class Recorder:
             self.store.update(execution_id, **fields)
         self.record(state, attempt, execution_id=execution_id, detail=reason)
         return True
+
+
+def _text(value: str | None) -> str | None:
+    """Text the store can encode, whatever arrived: a lone surrogate (``"x\\udfffy"``, which
+    UTF-8 cannot encode) is kept as its escape, so every attempt is recorded."""
+    if value is None:
+        return None
+    value = str(value)
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return value.encode("utf-8", "backslashreplace").decode("utf-8")
+    return value
+
+
+def _clean(value: Any) -> Any:
+    if isinstance(value, str):
+        return _text(value)
+    if isinstance(value, Mapping):
+        return {_text(str(k)): _clean(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_clean(v) for v in value]
+    return value

@@ -36,8 +36,25 @@ def cancel_outcome(rt: Runtime, ex_id: str, by: User) -> Outcome:
     job = rt.jobs.get(ex_id)
     if job is None:
         row = rt.store.get(ex_id)
-        if row is None:
-            text = f"I don't know an execution `{ex_id}`. Say `jobs` to see what is running."
+        mine = row is not None and (
+            row["user_id"] == by.id
+            or bool(by.email and (row["email"] or "").lower() == by.email.lower())
+            or bool(rt.jobs.settings.cancel_groups & {g.lower() for g in by.groups})
+        )
+        if not mine:
+            # As `status` answers: the same for "no such id" and "not yours" (ids are no
+            # oracle for someone else's past commands); asking about another's is audited.
+            if row is not None:
+                rt.recorder.record(
+                    "cancel_refused",
+                    Attempt(by, row["ref"]),
+                    execution_id=ex_id,
+                    detail="cancel of another user's finished execution",
+                )
+            text = (
+                f"I can't find `{ex_id}` among your running executions. "
+                "Say `jobs` to see what is running."
+            )
             return Outcome("unknown", text, ex_id)
         text = f"`{ex_id}` ({row['ref']}) is not running: it {row['state'].replace('_', ' ')}."
         return Outcome("finished", text, ex_id, row["ref"])
@@ -115,12 +132,16 @@ def recover(rt: Runtime, notify: Callable[[dict[str, Any]], None] | None = None)
         reason = f"Marvin (pid {row['pid']}) stopped while it was {was}"
         who = User(row["user_id"], row["email"], source=row["source"])
         attempt = Attempt(who, row["ref"], row["channel"], row["params"])
+        # Its real run time ends at its last sign of life, not at this restart.
+        trail = [a["ts"] for a in rt.store.audit_rows(row["id"])]
+        last = max([row["created_at"], row.get("started_at") or 0, *trail])
+        reason += f"; last seen {time.strftime('%H:%M:%S UTC', time.gmtime(last))}"
         if not rt.recorder.outcome(
             row["id"],
             "interrupted",
             attempt,
             reason,
-            at=time.time(),
+            at=last,
             only_from=("queued", "running"),
         ):
             continue  # someone else recorded it first

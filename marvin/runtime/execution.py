@@ -23,15 +23,24 @@ from typing import TYPE_CHECKING, Any
 import structlog
 
 from marvin.core.facade import Operations
-from marvin.core.model import Cancelled, Message, Refusal, Reply, User
+from marvin.core.model import Cancelled, ExpectedFailure, Message, Refusal, Reply, User
 from marvin.core.registry import Command
+from marvin.logs import SECRETS_KEY, Secrets
 from marvin.runtime import checks
 
 if TYPE_CHECKING:
     from marvin.runtime.app import Runtime
     from marvin.runtime.jobs import Job, Scheduler, Timer
 
-__all__ = ["Context", "Cancelled", "render", "run", "finish", "cancelled_text"]
+__all__ = [
+    "Context",
+    "Cancelled",
+    "render",
+    "run",
+    "finish",
+    "cancelled_text",
+    "secret_values",
+]
 
 _TEMPLATE = re.compile(r"{{\s*([\w.]+)\s*}}")
 log = structlog.get_logger("marvin.execution")
@@ -80,6 +89,9 @@ class Context:
         self.log = structlog.get_logger("marvin.command").bind(
             execution_id=execution_id, ref=command.ref, user=message.user.id
         )
+        secrets = secret_values(command, params) if params else ()
+        if secrets:  # masked in every line this logger writes, from whichever thread
+            self.log = self.log.bind(**{SECRETS_KEY: Secrets(secrets)})
         self.latest_progress: str | None = None
         self._scheduler = scheduler  # flushes a held-back update when its interval is up
         self._on_progress = on_progress  # e.g. keep the latest progress in the store
@@ -162,11 +174,24 @@ class Context:
         record_undo(self, **data)
 
 
+def secret_values(command: Command, params: Mapping[str, Any]) -> tuple[str, ...]:
+    """The values of ``command``'s secret parameters in ``params`` (for log masking)."""
+    return tuple(
+        str(params[name])
+        for name, ptype in command.params.items()
+        if ptype.secret and params.get(name) is not None and str(params[name])
+    )
+
+
 def run(rt: Runtime, job: Job) -> None:
     """Run one accepted execution on the current (job) thread and report the outcome. Every
     log line on this thread meanwhile carries the execution id, ref and user."""
+    bound: dict[str, Any] = {}
+    secrets = secret_values(job.command, job.params)
+    if secrets:  # every line logged on this thread meanwhile has them masked (marvin.logs)
+        bound[SECRETS_KEY] = Secrets(secrets)
     with structlog.contextvars.bound_contextvars(
-        execution_id=job.execution_id, ref=job.command.ref, user=job.message.user.id
+        execution_id=job.execution_id, ref=job.command.ref, user=job.message.user.id, **bound
     ):
         try:
             _execute(rt, job)
@@ -227,7 +252,10 @@ def _execute(rt: Runtime, job: Job) -> None:
             reason = cmd.mask(str(exc), params)[:500]
             finish(rt, job, "refused", f"`{cmd.ref}` was not run (`{ex_id}`): {reason}", reason)
         else:
-            ctx.log.exception("execution failed")
+            if isinstance(exc, ExpectedFailure):  # told to the requester; no traceback
+                ctx.log.warning("execution failed", error=f"{type(exc).__name__}: {exc}")
+            else:
+                ctx.log.exception("execution failed")
             reason = cmd.mask(f"{type(exc).__name__}: {exc}", params)[:500]
             finish(rt, job, "failed", f"`{cmd.ref}` failed (`{ex_id}`): {reason}", reason)
         return
@@ -268,7 +296,9 @@ def finish(
         rt.jobs.release(job, forget=False)  # free the lock before the requester reads this
     try:
         msg.responder.say(text)
-        msg.responder.react("succeeded" if state == "succeeded" else "failed")
+        # A cancel or a restart is not a failure of the command: each has its own reaction.
+        shown = state if state in ("succeeded", "cancelled", "interrupted") else "failed"
+        msg.responder.react(shown)  # type: ignore[arg-type]
     except Exception:
         log.exception("could not deliver the result", execution_id=job.execution_id)
     job.done.set()

@@ -145,6 +145,10 @@ MIGRATIONS: list[str] = [
         applied_at REAL
     );
     """,
+    # 6: the requesting message's ts, so a restart can mark that message interrupted.
+    """
+    ALTER TABLE executions ADD COLUMN ts TEXT;
+    """,
 ]
 
 
@@ -190,6 +194,7 @@ class Store:
         state: str = "queued",
         pid: int | None = None,
         owner: str | None = None,
+        ts: str | None = None,
     ) -> str:
         now = time.time()
         for _ in range(20):
@@ -198,8 +203,8 @@ class Store:
                 with self._lock:
                     self._db.execute(
                         "INSERT INTO executions (id, ref, params, user_id, email, channel, thread,"
-                        " source, state, created_at, pid, owner)"
-                        " VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
+                        " source, state, created_at, pid, owner, ts)"
+                        " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",
                         (
                             ex_id,
                             ref,
@@ -213,6 +218,7 @@ class Store:
                             now,
                             pid,
                             owner,
+                            ts,
                         ),
                     )
                 return ex_id
@@ -430,6 +436,16 @@ class Store:
         with self._lock:
             row = self._db.execute(sql, args).fetchone()
         return None if row is None else dict(row)
+
+    def refusals(self, user_id: str | None, limit: int) -> list[dict[str, Any]]:
+        """Refused requests that never became an execution (policy, identity), newest first:
+        ``history`` lists them beside the executions. (Issue 9.)"""
+        sql, args = "SELECT * FROM audit WHERE event = 'refused' AND execution_id IS NULL", ()
+        if user_id is not None:
+            sql, args = sql + " AND user_id = ?", (user_id,)
+        with self._lock:
+            rows = self._db.execute(sql + " ORDER BY seq DESC LIMIT ?", (*args, limit)).fetchall()
+        return [dict(r) for r in rows]
 
     def close(self) -> None:
         with self._lock:

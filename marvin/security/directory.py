@@ -45,6 +45,10 @@ class DirectoryConfigError(DirectoryError, ValueError):
 
 
 class Directory(Protocol):
+    def known_groups(self) -> frozenset[str]:
+        """Every group name the directory has (lower case), for ``marvin check`` to find
+        policy groups that exist nowhere; may raise when the directory can't be read."""
+
     def groups_for(self, email: str, *, fresh: bool = False) -> frozenset[str]:
         """``fresh``: ask the directory itself, past any cache (sensitive checks)."""
 
@@ -119,6 +123,12 @@ class StaticDirectory:
             for member in self._names(entry.get("members"), f"{key}.members"):
                 parents.setdefault(member, set()).add(group.strip().lower())
         return users, parents
+
+    def known_groups(self) -> frozenset[str]:
+        names = {g for groups in self._users.values() for g in groups}
+        for child, parents in self._parents.items():
+            names |= parents | {child}
+        return frozenset(names)
 
     def groups_for(self, email: str, *, fresh: bool = False) -> frozenset[str]:
         direct = self._users.get(_norm_email(email))

@@ -136,10 +136,18 @@ class LdapDirectory:
         if not key:
             raise UserNotInDirectory(email)
         # fresh: a removal from a group must show at once, so no cached answer.
-        groups = self._users.get(key, lambda: self._lookup(key), fresh=fresh)
+        groups = self._users.get(key, lambda: self._lookup(key, fresh), fresh=fresh)
         if groups is None:
             raise UserNotInDirectory(email)
         return groups
+
+    def known_groups(self) -> frozenset[str]:
+        """Every group's name under ``group_base`` (one search; for ``marvin check``)."""
+        flt = (
+            "(|(objectClass=groupOfNames)(objectClass=groupOfUniqueNames)"
+            "(objectClass=posixGroup)(objectClass=group))"
+        )
+        return frozenset(name for _, name in self._groups(flt))
 
     def close(self) -> None:
         with self._conn_lock:
@@ -157,7 +165,7 @@ class LdapDirectory:
     def coalesced(self) -> int:
         return self._users.coalesced
 
-    def _lookup(self, email: str) -> frozenset[str] | None:
+    def _lookup(self, email: str, fresh: bool = False) -> frozenset[str] | None:
         cfg = self.config
         attrs = {"memberof": ["memberOf"], "posix": [cfg.uid_attr]}.get(cfg.group_mode, ["1.1"])
         # Escaping is what stops "*" or ")(" in an email from widening the filter.
@@ -187,7 +195,7 @@ class LdapDirectory:
             flt = f"({_MEMBER_ATTR[mode]}={escape_filter_chars(user_dn)})"
             direct = {_dn_key(dn): (dn, name) for dn, name in self._groups(flt)}
         if mode != "posix" and cfg.nested != "off":
-            direct = self._walk(direct)
+            direct = self._walk(direct, fresh)  # fresh: nesting read anew too
         return frozenset(name for _, name in direct.values())
 
     def _groups(self, flt: str) -> list[tuple[str, str]]:
@@ -197,7 +205,9 @@ class LdapDirectory:
             for r in rows
         ]
 
-    def _walk(self, found: dict[str, tuple[str, str]]) -> dict[str, tuple[str, str]]:
+    def _walk(
+        self, found: dict[str, tuple[str, str]], fresh: bool = False
+    ) -> dict[str, tuple[str, str]]:
         """Bounded breadth-first walk up the group tree: one search per level (batched).
 
         Needed because OpenLDAP's memberOf is not transitive and it answers the AD
@@ -209,14 +219,14 @@ class LdapDirectory:
             if not frontier:
                 break
             nxt = []
-            for dn, name in self._parents_of(frontier):
+            for dn, name in self._parents_of(frontier, fresh):
                 if _dn_key(dn) not in found:  # also what makes cycles terminate
                     found[_dn_key(dn)] = (dn, name)
                     nxt.append(dn)
             frontier = nxt
         return found
 
-    def _parents_of(self, dns: Iterable[str]) -> list[tuple[str, str]]:
+    def _parents_of(self, dns: Iterable[str], fresh: bool = False) -> list[tuple[str, str]]:
         dns = sorted(set(dns))
         attr = _MEMBER_ATTR[self.config.group_mode]
 
@@ -230,7 +240,7 @@ class LdapDirectory:
 
         # Shared across users: everyone in "ops" reuses one walk of ops' ancestors.
         key = frozenset(_dn_key(dn) for dn in dns)
-        return self._parents.get(key, search)
+        return self._parents.get(key, search, fresh=fresh)
 
     # -- connection --------------------------------------------------------
 

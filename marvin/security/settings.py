@@ -15,6 +15,7 @@
         team_ids: [T0123]            # or "T1,T2"; empty: the bot's own workspace (auth.test)
         allow_guests: false
         cache_ttl: 300               # seconds a users.info answer is reused
+        timeout: 5                   # seconds users.info may take before the user is refused
       duo:
         enabled: false
         ikey: ...
@@ -47,13 +48,14 @@ __all__ = [
     "build_directory",
     "build_second_factor",
     "build_slack_identity",
+    "check_security",
     "section",
 ]
 
 _TOP = {"policy", "auditors_group", "directory", "slack", "duo"}
 _LDAP_FIELDS = {f.name for f in fields(LdapConfig)} - {"bind_password"}
 _DIRECTORY = {"backend", "path", "bind_password_env"} | _LDAP_FIELDS
-_SLACK = {"team_ids", "allow_guests", "cache_ttl"}
+_SLACK = {"team_ids", "allow_guests", "cache_ttl", "timeout"}
 _DUO = {"enabled", "ikey", "skey_env", "host", "username", "timeout", "request_timeout"}
 _DUO |= {"ca_certs"}
 
@@ -108,7 +110,7 @@ def _team_ids(config: Config) -> set[str]:
     return set(raw)
 
 
-def build_authorizer(config: Config) -> Authorizer:
+def build_authorizer(config: Config, env: Mapping[str, str] | None = None) -> Authorizer:
     """The real authorizer: policy + directory. Raises ConfigError for a bad configuration.
     Identity is not its business: each front end brings its resolver (``build_slack_identity``
     for Slack)."""
@@ -126,28 +128,33 @@ def build_authorizer(config: Config) -> Authorizer:
     if auditors is not None and not isinstance(auditors, str):
         raise config.error("security.auditors_group", "expected a group name")
     _slack_settings(config)  # checked even without Slack, so a typo never waits for serve
-    return PolicyAuthorizer(policy, build_directory(config), auditors_group=auditors)
+    return PolicyAuthorizer(policy, build_directory(config, env), auditors_group=auditors)
 
 
-def _slack_settings(config: Config) -> tuple[set[str], bool, float]:
+def _slack_settings(config: Config) -> tuple[set[str], bool, float, float]:
     slack = section(config, "security.slack", _SLACK)
     guests, ttl = slack.get("allow_guests", False), slack.get("cache_ttl", 300)
+    timeout = slack.get("timeout", 5)
     if not isinstance(guests, bool):
         raise config.error("security.slack.allow_guests", "expected true or false")
     if isinstance(ttl, bool) or not isinstance(ttl, (int, float)) or ttl < 0:
         raise config.error("security.slack.cache_ttl", "expected seconds >= 0")
-    return _team_ids(config), guests, float(ttl)
+    if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not 1 <= timeout:
+        raise config.error("security.slack.timeout", "expected seconds >= 1")
+    return _team_ids(config), guests, float(ttl), float(timeout)
 
 
 def build_slack_identity(config: Config, slack_client: Any) -> Any:
     """The Slack front end's identity resolver (``users.info`` on the event's user id)."""
     from marvin.security.slack_identity import SlackIdentity
 
-    teams, guests, ttl = _slack_settings(config)
+    teams, guests, ttl, timeout = _slack_settings(config)
     if not teams:  # default: the workspace (and Grid org) the bot is installed in
         answer = slack_client.auth_test()
         teams = {t for t in (answer.get("team_id"), answer.get("enterprise_id")) if t}
-    return SlackIdentity(slack_client, team_ids=teams, allow_guests=guests, ttl=ttl)
+    return SlackIdentity(
+        slack_client, team_ids=teams, allow_guests=guests, ttl=ttl, timeout=timeout
+    )
 
 
 def build_second_factor(
@@ -159,7 +166,10 @@ def build_second_factor(
 
     env = os.environ if env is None else env
     raw = dict(section(config, "security.duo", _DUO))
-    if not raw.pop("enabled", False):
+    enabled = raw.pop("enabled", False)
+    if not isinstance(enabled, bool):  # "maybe" must not read as on (or as off)
+        raise config.error("security.duo.enabled", f"expected true or false, got {enabled!r}")
+    if not enabled:
         return None
     skey = _env(config, "security.duo.skey_env", raw.pop("skey_env", None), env)
     if "username" in raw:
@@ -169,3 +179,42 @@ def build_second_factor(
     except (TypeError, ValueError) as exc:
         raise config.error("security.duo", str(exc)) from None
     return DuoSecondFactor(DuoPush(duo))
+
+
+def check_security(
+    config: Config, table: Any = (), env: Mapping[str, str] | None = None
+) -> list[str]:
+    """``marvin check``: everything ``serve`` would reject in ``security:`` (ConfigError), with
+    or without the secrets in this environment; returns warnings (a secret not set here, a
+    policy group no directory group has, a command no rule allows)."""
+    from marvin.security.policy import is_builtin
+
+    env = dict(os.environ if env is None else env)
+    warnings: list[str] = []
+    # Secrets absent here (CI has none) are warned about and stood in for, so the rest of
+    # the section is still checked exactly as serve would.
+    for key in ("security.directory.bind_password_env", "security.duo.skey_env"):
+        name = config.get(key)
+        enabled = config.get("security.duo.enabled") is True or "duo" not in key
+        needed = "directory" not in key or config.get("security.directory.bind_dn")
+        if isinstance(name, str) and name and not env.get(name) and enabled and needed:
+            warnings.append(f"{key}: {name} is not set here; serve will need it")
+            env[name] = "placeholder"
+    build_authorizer(config, env).check_table(table, strict=True)  # PolicyError: a ValueError
+    build_second_factor(config, env)
+    _slack_settings(config)
+    policy = load_policy(config.root / str(config.get("security.policy", "rbac.yaml")))
+    wanted = {g.lower() for rule in policy.rules for g in rule.groups}
+    try:
+        known = build_directory(config, env).known_groups()
+    except Exception as exc:  # a directory not reachable from here: say so, don't fail
+        warnings.append(f"could not list the directory's groups ({type(exc).__name__}: {exc})")
+    else:
+        for group in sorted(wanted - known):
+            warnings.append(f"{policy.path.name}: group {group!r} is in no directory group")
+    for cmd in table:
+        if not is_builtin(cmd) and not policy.candidates(cmd):
+            warnings.append(
+                f"{policy.path.name}: no rule allows {cmd.ref}; it is refused and hidden from help"
+            )
+    return warnings

@@ -45,10 +45,21 @@ class SlackIdentity:
         team_ids: set[str],
         allow_guests: bool = False,
         ttl: float = 300,
+        timeout: float = 5.0,
     ) -> None:
         if not team_ids:  # an empty allow-list would refuse everyone; say so at start-up
             raise ValueError("SlackIdentity needs at least one workspace (team) id")
-        self.client = client
+        # users.info gets its own short timeout (the shared client waits 30 s): a slow answer
+        # for one user refuses that user after ``timeout`` instead of holding a worker.
+        self.client = type(client)(
+            token=client.token,
+            base_url=client.base_url,
+            timeout=timeout,  # type: ignore[arg-type]  # urllib takes a float
+            ssl=client.ssl,
+            proxy=client.proxy,
+            headers=client.headers,
+            retry_handlers=client.retry_handlers,
+        )
         self.team_ids = frozenset(team_ids)
         self.allow_guests = allow_guests
         self.ttl = ttl
@@ -131,4 +142,4 @@ class SlackIdentity:
         if email:
             reason = f"{reason} ({email})"
         log.info("slack identity refused", user=user.id, team=user.team_id, reason=reason)
-        raise Refused(message, f"slack identity: {reason}")
+        raise Refused(message, f"slack identity: {reason}", email=email or None)

@@ -400,3 +400,9 @@ def fake_slack() -> Iterator[FakeSlack]:
 def fake_slack_env(fake_slack: FakeSlack) -> dict[str, str]:
     """Env vars (SLACK_API_URL, SLACK_BOT_TOKEN, SLACK_APP_TOKEN) for a subprocess bot."""
     return fake_slack.env()
+
+
+if __name__ == "__main__":  # python -m tests.fakes.slack: see tests/fakes/slack_main.py
+    from tests.fakes.slack_main import main
+
+    raise SystemExit(main())

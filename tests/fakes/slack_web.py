@@ -163,6 +163,7 @@ class WebApi:
             "chat.postEphemeral": self._post_ephemeral,
             "chat.update": self._update,
             "reactions.add": self._reactions_add,
+            "reactions.remove": self._reactions_remove,
             "users.info": self._users_info,
             "files.getUploadURLExternal": self._get_upload_url,
             "files.completeUploadExternal": self._complete_upload,
@@ -294,6 +295,18 @@ class WebApi:
             if (channel, ts, name) in self.store.reactions:
                 raise ApiError("already_reacted")
             self.store.reactions.add((channel, ts, name))
+        return {}
+
+    def _reactions_remove(self, args: dict[str, Any]) -> dict[str, Any]:
+        if not args.get("channel") or not args.get("timestamp"):
+            raise ApiError("no_item_specified")
+        channel, ts, name = self._channel(args), str(args["timestamp"]), str(args.get("name") or "")
+        with self.store.cond:
+            if (channel, ts) not in self.store.messages:
+                raise ApiError("message_not_found")
+            if (channel, ts, name) not in self.store.reactions:
+                raise ApiError("no_reaction")
+            self.store.reactions.discard((channel, ts, name))
         return {}
 
     def _users_info(self, args: dict[str, Any]) -> dict[str, Any]:

@@ -262,3 +262,9 @@ def slapd_fixture(tmp_path: Path) -> Iterator[Slapd]:
         yield server
     finally:
         server.cleanup()
+
+
+if __name__ == "__main__":  # python -m tests.fakes.slapd: see tests/fakes/slapd_main.py
+    from tests.fakes.slapd_main import main
+
+    raise SystemExit(main())

@@ -8,6 +8,7 @@ delays an acknowledgement or another user's command.
 from __future__ import annotations
 
 import logging
+import re
 import threading
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -23,11 +24,13 @@ from slack_sdk.http_retry.builtin_handlers import (
 )
 
 from marvin.core.facade import Operations
+from marvin.core.model import User
 from marvin.frontends.slack.approve import ACTION_PATTERN as APPROVAL_ACTIONS
 from marvin.frontends.slack.approve import ApprovalPresses
 from marvin.frontends.slack.channels import CHANNEL_EVENTS, ChannelNames
 from marvin.frontends.slack.confirm import ACTION_PATTERN, Confirmations
 from marvin.frontends.slack.events import Deduper, Gate, Inbound, to_message
+from marvin.frontends.slack.http import KeepAliveWebClient
 from marvin.frontends.slack.responder import SlackResponder
 from marvin.frontends.slack.settings import SlackSettings
 from marvin.frontends.slack.socket import AckFirstHandler
@@ -35,12 +38,13 @@ from marvin.frontends.slack.socket import AckFirstHandler
 __all__ = ["SlackBot", "web_client"]
 
 log = structlog.get_logger("marvin.slack")
+_EXECUTION_ID = re.compile(r"\bex-[0-9a-f]{6}\b")
 
 
 def web_client(token: str, base_url: str) -> WebClient:
     """A WebClient on ``base_url`` (SLACK_API_URL) that rides out rate limits (429 +
     Retry-After), 5xx and dropped connections."""
-    return WebClient(
+    return KeepAliveWebClient(  # connections reused: no handshake per reply in a burst
         token=token,
         base_url=base_url if base_url.endswith("/") else base_url + "/",
         timeout=30,
@@ -82,6 +86,7 @@ class SlackBot:
             self._submit,
             timeout=settings.confirm_timeout,
             call_later=marvin.call_later,
+            audit=self._audit_press,
         )
         # process_before_response: the listener runs right on the socket worker (after our
         # ack) instead of hopping to Bolt's own pool; it only enqueues, so this is quick.
@@ -133,6 +138,20 @@ class SlackBot:
             self.client.chat_postMessage(**kwargs)
         except (SlackApiError, SlackClientError, OSError):
             log.warning("could not post an interruption notice", execution_id=row.get("id"))
+        if row.get("ts") and row.get("state") == "interrupted":
+            # The request's :eyes: gives way to the interrupted reaction.
+            self._react(channel, row["ts"], "accepted", remove=True)
+            self._react(channel, row["ts"], "interrupted")
+
+    def _react(self, channel: str, ts: str, state: str, *, remove: bool = False) -> None:
+        name = self.settings.reactions.get(state)
+        if not name:
+            return
+        call = self.client.reactions_remove if remove else self.client.reactions_add
+        try:
+            call(channel=channel, timestamp=ts, name=name)
+        except (SlackApiError, SlackClientError, OSError):
+            log.info("reaction not changed", channel=channel, ts=ts, name=name, remove=remove)
 
     # -- listeners (on socket-mode worker threads, after the ack) ------------------------------
 
@@ -192,6 +211,23 @@ class SlackBot:
             is_dm=inbound.is_dm,
             settings=self.settings,
             confirmations=self.confirmations,
+            undelivered=lambda text, error: self._undelivered(event, text, error),
+        )
+
+    def _undelivered(self, event: dict[str, Any], text: str, error: str) -> None:
+        found = _EXECUTION_ID.search(text)
+        self.marvin.audit_user(
+            "undelivered",
+            User(id=event["user"], email=None, source="slack"),
+            channel=event["channel"],
+            detail=f"{error}: {text[:200]}",
+            execution_id=found.group(0) if found else None,
+        )
+
+    def _audit_press(self, presser: str, channel: str, ref: str | None, detail: str) -> None:
+        who = User(id=presser, email=None, source="slack")
+        self.marvin.audit_user(
+            "press_refused", who, channel=channel or None, ref=ref, detail=detail
         )
 
     def _submit(self, job: Callable[[], None]) -> None:

@@ -26,6 +26,7 @@ log = structlog.get_logger("marvin.slack.confirm")
 CONFIRM, CANCEL = "marvin_confirm", "marvin_cancel"
 ACTION_PATTERN = re.compile(rf"^({CONFIRM}|{CANCEL})$")
 _ERRORS = (SlackApiError, SlackClientError, OSError)
+_REF = re.compile(r"`([\w.-]+)`")  # the command's ref in the question ("Run `ref` with ...")
 
 
 @dataclass
@@ -53,8 +54,11 @@ class Confirmations:
         remember: int = 10_000,
         call_later: Callable[[float, Callable[[], None]], Callable[[], None]] | None = None,
         per_user: int = 5,
+        audit: Callable[[str, str, str | None, str], None] | None = None,
     ) -> None:
         self.client, self.submit, self.timeout = client, submit, timeout
+        # audit(presser, channel, ref, why): every refused press is an attempt on record.
+        self.audit = audit
         # Expiry on Marvin's one timer thread (a thread per question would let one user
         # spawn hundreds); a plain threading.Timer only when none is given.
         self.call_later = call_later or _thread_timer
@@ -148,10 +152,15 @@ class Confirmations:
                 if state != "answered"
                 else "This was already answered."
             )
+            why = {"answered": "already answered (a replayed press)", "expired": "expired"}
+            self._refused(presser, channel, None, why.get(state or "", "unknown confirmation"))
             self._ephemeral(channel, presser, text, thread_ts)
             return
         if presser != pending.requester:
             text = f"Only <@{pending.requester}> can confirm or cancel this."
+            ref = _REF.search(pending.prompt)
+            why = f"not the requester ({pending.requester})"
+            self._refused(presser, channel, ref.group(1) if ref else None, why)
             self._ephemeral(channel, presser, text, pending.thread_ts)
             return
         if pending.stop_timer is not None:
@@ -187,6 +196,14 @@ class Confirmations:
             self.press(body)
         except Exception:
             log.exception("confirmation handling failed")
+
+    def _refused(self, presser: str, channel: str, ref: str | None, why: str) -> None:
+        log.info("confirmation press refused", user=presser, reason=why)
+        if self.audit is not None:
+            try:
+                self.audit(presser, channel, ref, f"confirmation press refused: {why}")
+            except Exception:
+                log.exception("could not audit a refused press", user=presser)
 
     def _expire(self, token: str) -> None:
         with self._lock:

@@ -45,12 +45,16 @@ class SlackResponder:
         is_dm: bool,
         settings: SlackSettings,
         confirmations: Confirmations | None = None,
+        undelivered: Callable[[str, str], None] | None = None,
     ) -> None:
         self.client = client
         self.channel, self.ts, self.user_id = channel, ts, user_id
         self.thread_ts, self.is_dm = thread_ts, is_dm
         self.settings = settings
         self.confirmations = confirmations
+        # undelivered(text, error): a reply Slack would not take where it belongs (audited)
+        self.undelivered = undelivered
+        self._last_error: str | None = None
         self._progress_ts: str | None = None
         # Slack shows an ephemeral reply in a thread only once that thread exists: a user's
         # own thread, or one Marvin started by answering there.
@@ -70,21 +74,26 @@ class SlackResponder:
             if self._call(self.client.chat_postMessage, text=text, blocks=blocks, **where):
                 return
             # Slack refused the blocks (invalid_blocks, too long...): the text still goes out.
-        self._post_long(reply.text if isinstance(reply, Reply) else str(reply))
+        body = reply.text if isinstance(reply, Reply) else str(reply)
+        if not self._post_long(body):
+            self._elsewhere(body)
 
     def whisper(self, text: str) -> None:
         if self.is_dm:  # nobody else can see a DM: a normal message reads better
-            self._post_long(text)
+            if not self._post_long(text):
+                self._elsewhere(text)
             return
         for piece in split_text(text, self.settings.max_message_chars):
             where = {"thread_ts": self.thread_ts} if self._thread_live else {}
-            self._call(
+            if not self._call(
                 self.client.chat_postEphemeral,
                 channel=self.channel,
                 user=self.user_id,
                 text=piece,
                 **where,
-            )
+            ):
+                self._elsewhere(text)
+                return
 
     def progress(self, text: str) -> None:
         limit = self.settings.max_message_chars
@@ -133,14 +142,35 @@ class SlackResponder:
             self._thread_live = True  # after this post the thread exists
         return out
 
-    def _post_long(self, text: str) -> None:
-        """One message, several (split at lines), or a file beyond the threshold."""
+    def _post_long(self, text: str) -> bool:
+        """One message, several (split at lines), or a file beyond the threshold; False if
+        Slack would not take it."""
         if not text.strip():
-            return
+            return True
         if len(text) > self.settings.file_threshold_chars and self._upload(text):
-            return
+            return True
         for piece in split_text(text, self.settings.max_message_chars):
-            self._call(self.client.chat_postMessage, text=piece, **self._where())
+            if self._call(self.client.chat_postMessage, text=piece, **self._where()) is None:
+                return False
+        return True
+
+    def _elsewhere(self, text: str) -> None:
+        """A reply that could not be posted where it belongs (``not_in_channel``,
+        ``channel_not_found``, 5xx after the retries): tell the requester in a DM instead,
+        and record it as ``undelivered``."""
+        error = self._last_error or "unknown error"
+        log.warning("reply undelivered", channel=self.channel, user=self.user_id, error=error)
+        if not self.is_dm:
+            note = f"I couldn't post this in <#{self.channel}> ({error}), so here it is:\n"
+            for piece in split_text(note + text, self.settings.max_message_chars):
+                dm = self._call(self.client.chat_postMessage, channel=self.user_id, text=piece)
+                if dm is None:
+                    break
+        if self.undelivered is not None:
+            try:
+                self.undelivered(text, error)
+            except Exception:
+                log.exception("could not record an undelivered reply")
 
     def _upload(self, text: str) -> bool:
         lines = text.count("\n") + 1
@@ -163,6 +193,7 @@ class SlackResponder:
             return method(**kwargs)
         except _ERRORS as exc:
             error = exc.response.get("error") if isinstance(exc, SlackApiError) else repr(exc)
+            self._last_error = str(error)
             if error not in quiet:
                 log.warning(
                     "slack call failed", method=method.__name__, channel=self.channel, error=error

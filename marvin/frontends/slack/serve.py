@@ -114,7 +114,9 @@ def serve(config: Config, args: Any, env: Mapping[str, str] | None = None) -> in
     app.start(bot.notify_interrupted)
     install_sigterm(app, after=lambda: _close(bot, health, api))
     try:
-        threading.Event().wait()  # everything runs on other threads; signals end this
+        stop = threading.Event()
+        while not stop.wait(0.5):  # short waits: the main thread handles signals at once
+            pass
     except KeyboardInterrupt:
         log.info("interrupted; stopping")
         _stop(app, bot, health, api)

@@ -17,11 +17,17 @@ __all__ = ["SlackSettings", "TokenError", "check_tokens", "DEFAULT_API_URL"]
 
 DEFAULT_API_URL = "https://slack.com/api/"
 _EMOJI = re.compile(r"[a-z0-9_+'\-]+")
-_STATES = ("accepted", "succeeded", "failed")
+_STATES = ("accepted", "succeeded", "failed", "cancelled", "interrupted")
 
 
 def _default_reactions() -> dict[str, str]:
-    return {"accepted": "eyes", "succeeded": "white_check_mark", "failed": "x"}
+    return {
+        "accepted": "eyes",
+        "succeeded": "white_check_mark",
+        "failed": "x",
+        "cancelled": "no_entry_sign",
+        "interrupted": "warning",
+    }
 
 
 @dataclass(frozen=True)

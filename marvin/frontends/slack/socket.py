@@ -27,6 +27,8 @@ from slack_bolt.request import BoltRequest
 from slack_sdk.socket_mode.builtin import SocketModeClient
 from slack_sdk.socket_mode.request import SocketModeRequest
 
+from marvin.frontends.slack.envelopes import problem
+
 __all__ = ["ResilientSocketModeClient", "AckFirstHandler"]
 
 log = structlog.get_logger("marvin.slack.socket")
@@ -61,6 +63,25 @@ class ResilientSocketModeClient(SocketModeClient):
             if self._failures:
                 log.warning("socket mode reconnected", after_failures=self._failures)
             self._failures, self._not_before = 0, 0.0
+
+    def connect(self) -> None:
+        """Serve from the new connection at once. The stock client closes the old session
+        before it makes the new one current, and that close waits for the old reader's
+        blocking receive (up to its 3 s timeout): every answer stalled meanwhile. Here the
+        old session is detached, and once the new one is current its socket is shut down (which
+        wakes its reader) and closed on a thread of its own."""
+        old = self.current_session
+        self.current_session = None  # super().connect() then leaves the old session to us
+        try:
+            super().connect()
+        except BaseException:
+            if self.current_session is None:
+                self.current_session = old
+            raise
+        if old is not None:
+            threading.Thread(
+                target=_close_session, args=(old,), name="marvin-socket-old", daemon=True
+            ).start()
 
     def enqueue_message(self, message: str) -> None:
         """Called by the reader thread for each text frame. Envelopes are acknowledged right
@@ -135,6 +156,15 @@ class ResilientSocketModeClient(SocketModeClient):
                 self.connect_to_new_endpoint()
 
 
+def _close_session(session: Any) -> None:
+    sock = session.sock
+    if sock is not None:
+        with contextlib.suppress(OSError):
+            sock.shutdown(socket.SHUT_RDWR)
+    with contextlib.suppress(Exception):
+        session.close()
+
+
 class AckFirstHandler:
     """Feeds a Bolt ``App`` from a ``ResilientSocketModeClient`` through Bolt's public
     ``App.dispatch``: the client acknowledges every envelope as it arrives, so Bolt's own
@@ -180,6 +210,12 @@ class AckFirstHandler:
 
     def handle(self, client: SocketModeClient, req: SocketModeRequest) -> None:
         # Already acknowledged by the client's reader; Bolt's response is moot.
+        bad = problem(req.type, req.payload)
+        if bad is not None:
+            log.warning(
+                "malformed envelope dropped", envelope_id=req.envelope_id, type=req.type, why=bad
+            )
+            return
         try:
             self.app.dispatch(BoltRequest(body=req.payload, mode="socket_mode"))
         except Exception:

@@ -1,0 +1,74 @@
+"""``python -m tests.fakes.slack``: the fake Slack as a process of its own, for benchmarks
+(which must not import the tests' helpers). It prints one JSON line with what a bot needs
+(``env``: SLACK_BOT_TOKEN, SLACK_APP_TOKEN, SLACK_API_URL; ``team_id``), then answers one JSON
+command per stdin line with one JSON line, and stops at end of input:
+
+* ``{"op": "add_user", "id": "U0X", "email": "x@example.com"}``
+* ``{"op": "wait_connected", "timeout": 20}``
+* ``{"op": "measure", "text": "help", "user": "U0X", "n": 200, "burst": true}``: send ``n``
+  mentions (one at a time, or all at once) and answer the milliseconds from each envelope
+  written to its acknowledgement (``acks``) and to the first ``chat.postMessage`` in its
+  thread (``replies``), as the fake's own clock saw them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from typing import Any
+
+from tests.fakes.slack import FakeSlack
+
+__all__ = ["main"]
+
+
+def measure(fake: FakeSlack, text: str, user: str, n: int, burst: bool) -> dict[str, Any]:
+    since = len(fake.calls)
+    events = [fake.app_mention(text, user=user) for _ in range(n)]
+    sent: list[str] = []
+
+    def in_thread(ts: str) -> Any:
+        return lambda call: call.args.get("thread_ts") == ts
+
+    for ev in events:
+        sent.append(fake.send_event(ev))
+        if not burst:
+            fake.wait_ack(sent[-1], timeout=10)
+            fake.wait_for("chat.postMessage", in_thread(ev["ts"]), timeout=10, since=since)
+    acks, replies = [], []
+    for ev, env_id in zip(events, sent, strict=True):
+        env = fake.wait_ack(env_id, timeout=30)
+        call = fake.wait_for("chat.postMessage", in_thread(ev["ts"]), timeout=30, since=since)
+        assert env.sent_at is not None and env.acked_at is not None
+        acks.append((env.acked_at - env.sent_at) * 1000)
+        replies.append((call.received_at - env.sent_at) * 1000)
+    return {"acks": acks, "replies": replies, "errors": fake.errors}
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m tests.fakes.slack", description=__doc__)
+    p.add_argument("--user", action="append", default=[], metavar="UID=EMAIL")
+    args = p.parse_args(argv)
+    with FakeSlack.start() as fake:
+        for item in args.user:
+            uid, _, email = item.partition("=")
+            fake.add_user(uid, email=email)
+        print(json.dumps({"env": fake.env(), "team_id": fake.team_id}), flush=True)
+        for line in sys.stdin:
+            cmd = json.loads(line)
+            op = cmd.pop("op")
+            try:
+                if op == "add_user":
+                    fake.add_user(cmd["id"], email=cmd["email"])
+                    out: dict[str, Any] = {"ok": True}
+                elif op == "wait_connected":
+                    out = {"connections": fake.wait_connected(timeout=cmd.get("timeout", 20))}
+                elif op == "measure":
+                    out = measure(fake, cmd["text"], cmd["user"], cmd["n"], cmd["burst"])
+                else:
+                    out = {"error": f"unknown op {op!r}"}
+            except Exception as exc:  # answer it; the caller decides
+                out = {"error": f"{type(exc).__name__}: {exc}"}
+            print(json.dumps(out), flush=True)
+    return 0
