@@ -28,14 +28,17 @@ from marvin.core.authz import (
 )
 from marvin.core.facade import Cancel
 from marvin.core.matcher import Ambiguous, Invalid, Matched, Matcher, Unknown
-from marvin.core.model import JobView, Message, User
+from marvin.core.model import Confirmation, JobView, Message, Responder, User
 from marvin.core.normalize import normalize
 from marvin.core.registry import Command, CommandTable
 from marvin.runtime import control, due, execution
 from marvin.runtime.audit import Attempt, Recorder
+from marvin.runtime.claims import Shared
 from marvin.runtime.jobs import BUSY, RESTARTING, Job, JobManager, JobPool, JobSettings, PoolFull
 from marvin.runtime.locks import lock_key
-from marvin.runtime.owner import process_identity
+from marvin.runtime.replicas import Pulse, Replicas, StateSettings
+from marvin.runtime.running import RunningTable
+from marvin.runtime.shared_locks import SharedLocks
 from marvin.runtime.store import Store
 
 __all__ = ["Marvin", "Runtime"]
@@ -51,7 +54,8 @@ class Runtime:
     jobs: JobManager
     recorder: Recorder
     services: Any  # the action library's clients (marvin.actions.clients.Clients)
-    owner: str | None  # this process (pid:start-time), for crash recovery
+    owner: str | None  # this process's replica id, on its executions and audit rows
+    replicas: Replicas | None = None  # who is alive on the store (recovery by lease)
 
 
 class Marvin:
@@ -69,17 +73,29 @@ class Marvin:
         queue_size: int = 256,
         intake_workers: int = 8,
         settings: JobSettings | None = None,
+        state: StateSettings | None = None,
     ) -> None:
         self.table = table
         self.matcher = Matcher(table)
         self.authorizer: Authorizer = authorizer or LocalAuthorizer()
         self.frontends = FrontEnds(frontends)
         self.settings = settings or JobSettings(workers=workers, queue=queue_size)
-        jobs = JobManager(self.settings)
-        self.rt = Runtime(store, jobs, Recorder(store), services, process_identity(os.getpid()))
+        # Shared state (the store): this process as a replica with a lease, locks, the
+        # running-job table; the pulse thread keeps the lease and polls for cancel requests.
+        self.state = state or StateSettings()
+        replicas = Replicas(store.db, store.replica, self.state)
+        replicas.register()
+        running = RunningTable(store.db, replicas, SharedLocks(store.db, replicas))
+        jobs = JobManager(self.settings, running)
+        self.rt = Runtime(store, jobs, Recorder(store), services, store.replica, replicas)
+        self.shared = Shared(store.db, store.replica)  # event claims, open confirmations
+        jobs.on_cancel_request = self._cancel_asked
         self.intake = JobPool(intake_workers, 4 * self.settings.queue, name="marvin-intake")
         self.notifier = JobPool(1, 256, name="marvin-notify")
         self._due: due.DueScheduler | None = None
+        self._notify: Callable[[dict[str, Any]], None] | None = None
+        self._started = False
+        self._pulse = Pulse(self.state, jobs.poll, self._beat).start()
 
     # The runtime's parts, for bootstrap, tests and benchmarks (front ends and built-ins use
     # the Operations methods below instead).
@@ -149,10 +165,39 @@ class Marvin:
             started: list[str | None] = []  # filled at once when the front end asks in-line
             msg.responder.confirm(
                 f"Run `{cmd.ref}` with {_describe(shown)}?",
-                lambda ok: started.append(self._confirmed(ok, msg, cmd, params, attempt)),
+                Confirmation(
+                    lambda ok: started.append(self._confirmed(ok, msg, cmd, params, attempt)),
+                    _request(msg, cmd, params),
+                ),
             )
             return started[0] if started else None
         return self._start(msg, cmd, params, decision, attempt)
+
+    def resume(self, request: Mapping[str, Any], ok: bool, responder: Responder) -> str | None:
+        """A confirmation asked by another process (replica) and answered here."""
+        cmd = self.table.get(str(request.get("ref")))
+        u = request.get("user") or {}
+        user = User(
+            str(u.get("id")),
+            u.get("email"),
+            source=str(u.get("source")),
+            team_id=u.get("team_id"),
+            extra=dict(u.get("extra") or {}),
+        )
+        msg = Message(
+            text=str(request.get("text") or ""),
+            user=user,
+            responder=responder,
+            channel=request.get("channel"),
+            thread=request.get("thread"),
+            ts=request.get("ts"),
+            is_dm=bool(request.get("is_dm")),
+        )
+        if cmd is None:  # the table changed since the question (a restart with new code)
+            responder.whisper(f"`{request.get('ref')}` no longer exists here; nothing was run.")
+            return None
+        params = dict(request.get("params") or {})
+        return self._confirmed(ok, msg, cmd, params, Attempt.of(msg, cmd.ref, cmd.shown(params)))
 
     def identify(self, user: User, *, fresh: bool = False) -> User:
         """The front end's resolver (an unregistered front end is refused), then groups."""
@@ -186,26 +231,27 @@ class Marvin:
         return self.authorizer.is_auditor(user)
 
     def live(self) -> list[JobView]:
-        jobs = self.rt.jobs
-        out = []
-        for job in jobs.live():
-            holder = jobs.locks.holder(job.lock) if job.lock and job.state == "waiting" else None
-            out.append(
-                JobView(
-                    execution_id=job.execution_id,
-                    ref=job.command.ref,
-                    shown=job.shown,
-                    requester=job.requester,
-                    state=job.state,
-                    created=job.created,
-                    started=job.started,
-                    lock=job.lock.describe() if job.lock else None,
-                    lock_holder=holder.execution_id if holder else None,
-                    stopping=job.cancel_event.is_set(),
-                    progress=job.progress,
-                )
+        """Every process's queued and running jobs (the store's running-job table)."""
+        return [
+            JobView(
+                execution_id=row["execution_id"],
+                ref=row["ref"],
+                shown=row["shown"],
+                requester=row["requester"],
+                state=row["state"],
+                created=row["created_at"],
+                started=row["started_at"],
+                lock=row["lock"],
+                lock_holder=row.get("lock_holder"),
+                stopping=row["cancel_by"] is not None or self._stopping(row["execution_id"]),
+                progress=row["progress"],
             )
-        return out
+            for row in self.rt.jobs.running.live()
+        ]
+
+    def _stopping(self, execution_id: str) -> bool:
+        job = self.rt.jobs.get(execution_id)
+        return job is not None and job.cancel_event.is_set()
 
     def history(self, user_id: str | None, limit: int) -> list[dict[str, Any]]:
         return self.rt.store.recent(user_id, limit)
@@ -236,8 +282,30 @@ class Marvin:
         return control.cancel(self.rt, execution_id, by)
 
     def drain(self, grace: float | None = None) -> list[str]:
-        """Graceful stop; returns the ids recorded interrupted (see control)."""
-        return control.drain(self.rt, grace)
+        """Graceful stop; returns the ids recorded interrupted (see control). The replica
+        then leaves the store: its lease ends, what it still holds is free to take."""
+        out = control.drain(self.rt, grace)
+        self._leave()
+        return out
+
+    def _leave(self) -> None:
+        self._pulse.stop()
+        try:
+            self.rt.replicas.stop()  # type: ignore[union-attr]
+        except Exception:
+            log.warning("could not mark this replica stopped", exc_info=True)
+
+    def _cancel_asked(self, job: Job, by: str) -> None:
+        """Another process asked to cancel our ``job`` (allowed there already)."""
+        control.withdraw(self.rt, job, by)
+
+    def _beat(self) -> None:
+        """Every ``state.heartbeat_seconds`` on the pulse thread: renew the lease; once
+        started (serve, shell), record other replicas' executions whose lease expired."""
+        self.rt.replicas.beat()  # type: ignore[union-attr]
+        self.shared.purge()  # expired event claims
+        if self._started:
+            control.recover(self.rt, self._notify)
 
     def recover(self, notify: Callable[[dict[str, Any]], None] | None = None) -> list[dict]:
         """Mark executions of a dead process interrupted and tell requesters (control)."""
@@ -247,6 +315,7 @@ class Marvin:
         """For long-running front ends: ``recover``, then run actions due later (a maintenance
         window's end) on their own thread, telling requesters through ``notify``."""
         rows = self.recover(notify)
+        self._notify, self._started = notify, True
         if self._due is None:
             self._due = due.start(self.rt, notify)
         return rows
@@ -264,6 +333,7 @@ class Marvin:
             self.drain(5.0 if timeout is None else timeout)
         else:
             jobs.close()
+            self._leave()
         self.intake.shutdown(wait=True, timeout=timeout)
         self.notifier.shutdown(wait=True, timeout=timeout)
         jobs.shutdown(timeout=timeout)
@@ -397,6 +467,27 @@ class Marvin:
         msg.responder.whisper(f"`{cmd.ref}` was not run: {reason}.")
         msg.responder.react("failed")
         return False
+
+
+def _request(msg: Message, cmd: Command, params: Mapping[str, Any]) -> dict[str, Any]:
+    """What ``resume`` needs to go on after a confirmation answered in another process."""
+    u = msg.user
+    return {
+        "ref": cmd.ref,
+        "params": dict(params),
+        "text": msg.text,
+        "user": {
+            "id": u.id,
+            "email": u.email,
+            "source": u.source,
+            "team_id": u.team_id,
+            "extra": {k: v for k, v in u.extra.items() if isinstance(v, (str, type(None)))},
+        },
+        "channel": msg.channel,
+        "thread": msg.thread,
+        "ts": msg.ts,
+        "is_dm": msg.is_dm,
+    }
 
 
 def _describe(params: Mapping[str, Any]) -> str:
