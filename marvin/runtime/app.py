@@ -83,7 +83,7 @@ class Marvin:
         # Shared state (the store): this process as a replica with a lease, locks, the
         # running-job table; the pulse thread keeps the lease and polls for cancel requests.
         self.state = state or StateSettings()
-        replicas = Replicas(store.db, store.replica, self.state)
+        replicas = Replicas(store.db, store.replica, self.state, lease_db=store.db.dedicated())
         replicas.register()
         running = RunningTable(store.db, replicas, SharedLocks(store.db, replicas))
         jobs = JobManager(self.settings, running)
@@ -95,7 +95,7 @@ class Marvin:
         self._due: due.DueScheduler | None = None
         self._notify: Callable[[dict[str, Any]], None] | None = None
         self._started = False
-        self._pulse = Pulse(self.state, jobs.poll, self._beat).start()
+        self._pulse = Pulse(self.state, replicas.beat, jobs.poll, self._sweep).start()
 
     # The runtime's parts, for bootstrap, tests and benchmarks (front ends and built-ins use
     # the Operations methods below instead).
@@ -299,10 +299,9 @@ class Marvin:
         """Another process asked to cancel our ``job`` (allowed there already)."""
         control.withdraw(self.rt, job, by)
 
-    def _beat(self) -> None:
-        """Every ``state.heartbeat_seconds`` on the pulse thread: renew the lease; once
-        started (serve, shell), record other replicas' executions whose lease expired."""
-        self.rt.replicas.beat()  # type: ignore[union-attr]
+    def _sweep(self) -> None:
+        """Every ``state.heartbeat_seconds`` on the pulse thread: forget expired claims;
+        once started (serve, shell), record dead replicas' executions interrupted."""
         self.shared.purge()  # expired event claims
         if self._started:
             control.recover(self.rt, self._notify)

@@ -70,14 +70,24 @@ def host_key() -> str:
 class Replicas:
     """The ``replicas`` table, seen from one replica."""
 
-    def __init__(self, db: Database, replica: str, settings: StateSettings) -> None:
+    def __init__(
+        self,
+        db: Database,
+        replica: str,
+        settings: StateSettings,
+        *,
+        lease_db: Database | None = None,
+    ) -> None:
         self.db, self.id, self.settings = db, replica, settings
+        # The lease is renewed on connections of its own: a pool busy with commands must
+        # never make a live replica look dead.
+        self.lease_db = lease_db or db
         self.host = settings.host or host_key()
         self.identity = process_identity(os.getpid())
 
     def register(self) -> None:
         now = time.time()
-        self.db.execute(
+        self.lease_db.execute(
             "INSERT INTO replicas (id, host, pid, identity, started_at, heartbeat_at,"
             " lease_until) VALUES (?,?,?,?,?,?,?) ON CONFLICT (id) DO UPDATE SET"
             " heartbeat_at = excluded.heartbeat_at, lease_until = excluded.lease_until,"
@@ -92,14 +102,20 @@ class Replicas:
         """Renew this replica's lease and those of the locks and jobs it holds."""
         now = time.time()
         until = self.lease_from(now)
-        with self.db.transaction() as tx:
-            tx.execute(
+        with self.lease_db.transaction() as tx:
+            renewed = tx.execute(
                 "UPDATE replicas SET heartbeat_at = ?, lease_until = ? WHERE id = ?"
                 " AND stopped_at IS NULL",
                 (now, until, self.id),
             )
             tx.execute("UPDATE locks SET lease_until = ? WHERE replica = ?", (until, self.id))
             tx.execute("UPDATE running SET heartbeat_at = ? WHERE replica = ?", (now, self.id))
+        if not renewed:
+            # Our lease ran out (a stall longer than the lease) and another replica reaped
+            # us: our running jobs may have been reported interrupted. Come back for what
+            # we do next.
+            log.error("this replica's lease had expired; registering again", replica=self.id)
+            self.register()
 
     def stop(self) -> None:
         """A clean exit: this replica's leases end now, its locks are free to take."""
@@ -107,6 +123,8 @@ class Replicas:
             "UPDATE replicas SET stopped_at = ?, lease_until = ? WHERE id = ?",
             (time.time(), time.time(), self.id),
         )
+        if self.lease_db is not self.db:
+            self.lease_db.close()
 
     def alive(self, row: Mapping[str, Any], now: float | None = None) -> bool:
         """Judge a row carrying ``LIVENESS_COLUMNS`` (``p_lease`` may be a lock's own lease)."""
@@ -154,38 +172,51 @@ def forget(tx: Tx, replica: str) -> None:
 
 
 class Pulse:
-    """One daemon thread: ``poll()`` every ``poll_seconds`` (cancel requests, lock hand-overs)
-    and ``beat()`` every ``heartbeat_seconds`` (lease, recovery). A failing store is logged
-    and retried; the thread never dies of it."""
+    """Two daemon threads: one renews the lease (``lease()``) every ``heartbeat_seconds``
+    and does nothing else, so no slow work delays it; the other runs ``poll()`` every
+    ``poll_seconds`` (cancel requests, lock hand-overs) and ``sweep()`` every
+    ``heartbeat_seconds`` (recovery, expired claims). A failing store is logged and retried;
+    the threads never die of it."""
 
     def __init__(
         self,
         settings: StateSettings,
+        lease: Callable[[], None],
         poll: Callable[[], None],
-        beat: Callable[[], None],
+        sweep: Callable[[], None],
     ) -> None:
-        self.settings, self._poll, self._beat = settings, poll, beat
+        self.settings = settings
         self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._loop, name="marvin-pulse", daemon=True)
+        beat, every = settings.heartbeat_seconds, settings.poll_seconds
+        self._threads = [
+            threading.Thread(target=self._loop, args=([(lease, beat)],), daemon=True,
+                             name="marvin-lease"),
+            threading.Thread(target=self._loop, args=([(poll, every), (sweep, beat)],),
+                             daemon=True, name="marvin-pulse"),
+        ]  # fmt: skip
 
     def start(self) -> Pulse:
-        self._thread.start()
+        for t in self._threads:
+            t.start()
         return self
 
     def stop(self, timeout: float = 5.0) -> None:
         self._stop.set()
-        if self._thread.is_alive() and self._thread is not threading.current_thread():
-            self._thread.join(timeout)
+        for t in self._threads:
+            if t.is_alive() and t is not threading.current_thread():
+                t.join(timeout)
 
-    def _loop(self) -> None:
-        next_beat = time.monotonic() + self.settings.heartbeat_seconds
-        while not self._stop.wait(self.settings.poll_seconds):
-            for due, fn in ((True, self._poll), (time.monotonic() >= next_beat, self._beat)):
-                if not due or self._stop.is_set():
+    def _loop(self, jobs: list[tuple[Callable[[], None], float]]) -> None:
+        due = [time.monotonic() + every for _, every in jobs]
+        while True:
+            wait = max(0.0, min(due) - time.monotonic())
+            if self._stop.wait(wait):
+                return
+            for i, (fn, every) in enumerate(jobs):
+                if time.monotonic() < due[i]:
                     continue
+                due[i] = time.monotonic() + every
                 try:
                     fn()
                 except Exception:
                     log.warning("store poll failed; retrying", exc_info=True)
-            if time.monotonic() >= next_beat:
-                next_beat = time.monotonic() + self.settings.heartbeat_seconds

@@ -97,6 +97,11 @@ class Database:
         with self.connection() as tx:
             return tx.insert(sql, args)
 
+    def dedicated(self) -> Database:
+        """Connections of its own for a thread that must never wait behind the pool (the
+        lease renewal); SQLite has one connection per process anyway."""
+        return self
+
     def ddl(self, script: str) -> list[str]:
         """A migration's statements in this dialect."""
         return [s.strip() for s in script.split(";") if s.strip()]
@@ -197,6 +202,9 @@ class PostgresDatabase(Database):
                 if serial:
                     tx.execute("SELECT pg_advisory_xact_lock(?)", (_SERIAL_KEY,))
                 yield tx
+
+    def dedicated(self) -> Database:
+        return PostgresDatabase(self.target, pool_size=1, connect_timeout=self._timeout)
 
     def ddl(self, script: str) -> list[str]:
         out = []
