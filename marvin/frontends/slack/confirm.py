@@ -165,7 +165,9 @@ class Confirmations:
         channel = container.get("channel_id") or (body.get("channel") or {}).get("id", "")
         thread_ts = (body.get("message") or {}).get("thread_ts")
         if self.shared is not None:
-            self._press_shared(token, ok, presser, channel, thread_ts)
+            # The pressed message's ts: the asking replica may not have stored it yet.
+            message_ts = container.get("message_ts") or (body.get("message") or {}).get("ts")
+            self._press_shared(token, ok, presser, channel, thread_ts, message_ts)
             return
         with self._lock:
             pending = self._pending.get(token)
@@ -193,7 +195,13 @@ class Confirmations:
         pending.on_result(ok)
 
     def _press_shared(
-        self, token: str, ok: bool, presser: str, channel: str, thread_ts: str | None
+        self,
+        token: str,
+        ok: bool,
+        presser: str,
+        channel: str,
+        thread_ts: str | None,
+        message_ts: str | None,
     ) -> None:
         """The store decides which press counts, whichever replica asked the question."""
         assert self.shared is not None
@@ -217,16 +225,17 @@ class Confirmations:
         if pending is None:  # asked by another replica: its message, from the store
             pending = _Pending(
                 row["requester"], row["prompt"], _nothing, row["channel"] or channel,
-                row["ts"] or "", row["thread_ts"],
+                row["ts"] or message_ts or "", row["thread_ts"],
             )  # fmt: skip
-            if row["ts"]:
+            if pending.ts:
                 pending.posted.set()
         elif pending.stop_timer is not None:
             pending.stop_timer()
         verdict_text = (
             f":white_check_mark: <@{presser}> confirmed" if ok else f"<@{presser}> cancelled"
         )
-        self._close_message(pending, f"{pending.prompt}\n{verdict_text}.")
+        if pending.posted.is_set() or pending.on_result is not _nothing:
+            self._close_message(pending, f"{pending.prompt}\n{verdict_text}.")
         log.info("confirmation answered", confirmed=ok, user=presser)
         if pending.on_result is not _nothing:
             pending.on_result(ok)
