@@ -92,7 +92,7 @@ class RunningTable:
     def release(self, execution_id: str, lock: LockKey | None, *, forget: bool) -> list[str]:
         """Free the lock (handing it on) and, with ``forget``, drop the row; the execution
         ids the lock passed to."""
-        with self.db.transaction(serial=True) as tx:
+        with self.db.transaction(serial=lock is not None) as tx:
             granted = self.locks.release_in(tx, lock, execution_id) if lock else []
             if forget:
                 tx.execute("DELETE FROM running WHERE execution_id = ?", (execution_id,))

@@ -22,6 +22,7 @@ import queue
 import re
 import sqlite3
 import threading
+import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -122,8 +123,21 @@ class SqliteDatabase(Database):
         self._lock = threading.RLock()
         with self._lock:
             self._db.execute(f"PRAGMA busy_timeout={int(busy_timeout_ms)}")
-            self._db.execute("PRAGMA journal_mode=WAL")
+            self._wal(busy_timeout_ms / 1000)
             self._db.execute("PRAGMA synchronous=NORMAL")
+
+    def _wal(self, patience: float) -> None:
+        # Switching a new file to WAL needs it to itself and does not wait on the busy
+        # timeout: two processes starting together retry briefly.
+        deadline = time.monotonic() + patience
+        while True:
+            try:
+                self._db.execute("PRAGMA journal_mode=WAL")
+                return
+            except sqlite3.OperationalError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.02)
 
     @contextmanager
     def connection(self) -> Iterator[Tx]:
