@@ -75,7 +75,7 @@ class SlackBot:
         self.marvin, self.client, self.settings = marvin, client, settings
         # Dedupe and confirmations live in the store: a redelivery or a button press may
         # reach any replica (Socket Mode spreads envelopes over connections).
-        deduper = SharedDeduper(marvin.shared, settings.dedupe_seconds, settings.dedupe_max)
+        deduper = SharedDeduper(marvin.shared, settings.dedupe_seconds)
         self.gate = Gate(deduper, bot_user_id)
         self.confirmations = Confirmations(
             client,

@@ -105,17 +105,14 @@ class Deduper:
 
 
 class SharedDeduper:
-    """``Deduper.seen`` on the store's claims (``SharedState.claim``), behind this process's
-    own ``Deduper``, which answers repeats it saw itself without a round trip."""
+    """``Deduper.seen`` on the store's claims (``SharedState.claim``): a key is recorded only
+    once the store has it, so a failed claim never hides the redelivery that follows."""
 
-    def __init__(self, shared: SharedState, ttl: float = 900.0, max_entries: int = 100_000):
+    def __init__(self, shared: SharedState, ttl: float = 900.0) -> None:
         self.shared, self.ttl = shared, ttl
-        self.local = Deduper(ttl, max_entries)
 
     def seen(self, keys: Iterable[Hashable]) -> bool:
         keys = [k for k in keys if k is not None]
-        if self.local.seen(keys):
-            return True
         names = ["slack:" + ":".join(map(str, k)) if isinstance(k, tuple) else str(k) for k in keys]
         return not self.shared.claim(names, self.ttl)
 
