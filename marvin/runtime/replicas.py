@@ -162,6 +162,8 @@ class Replicas:
             out.append(rid)
         if out:
             log.warning("replicas gone; their locks are free", replicas=out)
+        # Every ``marvin run`` is a replica for a moment: forget those long stopped.
+        self.db.execute("DELETE FROM replicas WHERE stopped_at < ?", (now - 7 * 86400,))
         return out
 
 
