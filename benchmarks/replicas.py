@@ -7,10 +7,12 @@ replicas' Socket Mode connections at random. Each mention runs a command that do
 so the figures are Marvin's and the store's own cost (on this 2-core machine the replicas
 share the CPU with the fake and PostgreSQL: more replicas buy availability, not speed here).
 
-    python benchmarks/replicas.py [--mentions 300] [--store-commands 300]
+    python benchmarks/replicas.py [--mentions 300] [--sequential 100] [--store-commands 300]
 
 Figures, one ``name=value`` per line:
-  replicas_<n>_throughput_per_s, replicas_<n>_first_reply_p50_ms / _p99_ms
+  replicas_<n>_sequential_first_reply_p50_ms / _p99_ms  (one mention at a time)
+  replicas_<n>_throughput_per_s, replicas_<n>_first_reply_p50_ms / _p99_ms  (a burst of
+  ``--mentions`` sent at once by four threads: the latency includes the wait in line)
   store_<backend>_per_command_ms  (every store call one command makes: execution row, audit
   rows, event claim, admission with a lock, state changes, outcome, release)
 """
@@ -87,7 +89,7 @@ def config(tmp: Path, url: str) -> Path:
     return cfg
 
 
-def replicas_run(server: str, n: int, mentions: int) -> None:
+def replicas_run(server: str, n: int, mentions: int, sequential: int) -> None:
     url = new_database(server, f"bench_{n}_{os.getpid()}")
     with tempfile.TemporaryDirectory() as tmp, FakeSlack.start(spread=True) as fake:
         for u in USERS:
@@ -103,6 +105,15 @@ def replicas_run(server: str, n: int, mentions: int) -> None:
                 fake.send_event(ev)
             for ev in warm:
                 fake.wait_for("chat.postMessage", _thread(ev["ts"]), timeout=30)
+            one_by_one = []
+            for i in range(sequential):  # unloaded: one mention at a time
+                ev = fake.app_mention("noop", user=USERS[i % len(USERS)])
+                env_id = fake.send_event(ev)
+                call = fake.wait_for("chat.postMessage", _thread(ev["ts"]), timeout=30)
+                one_by_one.append((call.received_at - fake.envelope(env_id).sent_at) * 1000)
+            for p in (50, 99):
+                q = statistics.quantiles(one_by_one, n=100, method="inclusive")[p - 1]
+                print(f"replicas_{n}_sequential_first_reply_p{p}_ms={q:.1f}", flush=True)
             since = len(fake.calls)
             events = [fake.app_mention("noop", user=USERS[i % len(USERS)]) for i in range(mentions)]
             sent: dict[str, float] = {}
@@ -181,6 +192,7 @@ def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--mentions", type=int, default=300)
     p.add_argument("--store-commands", type=int, default=300)
+    p.add_argument("--sequential", type=int, default=100)
     args = p.parse_args()
     pg, server = start_postgres()
     try:
@@ -189,7 +201,7 @@ def main() -> int:
         store_cost(new_database(server, f"bench_store_{os.getpid()}"), "postgresql",
                    args.store_commands)  # fmt: skip
         for n in (1, 3):
-            replicas_run(server, n, args.mentions)
+            replicas_run(server, n, args.mentions, args.sequential)
     finally:
         pg.send_signal(signal.SIGTERM)
         pg.wait(30)
