@@ -37,6 +37,7 @@ from marvin.runtime.claims import Shared
 from marvin.runtime.jobs import BUSY, RESTARTING, Job, JobManager, JobPool, JobSettings, PoolFull
 from marvin.runtime.locks import lock_key
 from marvin.runtime.replicas import Pulse, Replicas, StateSettings
+from marvin.runtime.resume import message_of, request_of
 from marvin.runtime.running import RunningTable
 from marvin.runtime.shared_locks import SharedLocks
 from marvin.runtime.store import Store
@@ -167,7 +168,7 @@ class Marvin:
                 f"Run `{cmd.ref}` with {_describe(shown)}?",
                 Confirmation(
                     lambda ok: started.append(self._confirmed(ok, msg, cmd, params, attempt)),
-                    _request(msg, cmd, params),
+                    request_of(msg, cmd, params),
                 ),
             )
             return started[0] if started else None
@@ -176,23 +177,7 @@ class Marvin:
     def resume(self, request: Mapping[str, Any], ok: bool, responder: Responder) -> str | None:
         """A confirmation asked by another process (replica) and answered here."""
         cmd = self.table.get(str(request.get("ref")))
-        u = request.get("user") or {}
-        user = User(
-            str(u.get("id")),
-            u.get("email"),
-            source=str(u.get("source")),
-            team_id=u.get("team_id"),
-            extra=dict(u.get("extra") or {}),
-        )
-        msg = Message(
-            text=str(request.get("text") or ""),
-            user=user,
-            responder=responder,
-            channel=request.get("channel"),
-            thread=request.get("thread"),
-            ts=request.get("ts"),
-            is_dm=bool(request.get("is_dm")),
-        )
+        msg = message_of(request, responder)
         if cmd is None:  # the table changed since the question (a restart with new code)
             responder.whisper(f"`{request.get('ref')}` no longer exists here; nothing was run.")
             return None
@@ -466,27 +451,6 @@ class Marvin:
         msg.responder.whisper(f"`{cmd.ref}` was not run: {reason}.")
         msg.responder.react("failed")
         return False
-
-
-def _request(msg: Message, cmd: Command, params: Mapping[str, Any]) -> dict[str, Any]:
-    """What ``resume`` needs to go on after a confirmation answered in another process."""
-    u = msg.user
-    return {
-        "ref": cmd.ref,
-        "params": dict(params),
-        "text": msg.text,
-        "user": {
-            "id": u.id,
-            "email": u.email,
-            "source": u.source,
-            "team_id": u.team_id,
-            "extra": {k: v for k, v in u.extra.items() if isinstance(v, (str, type(None)))},
-        },
-        "channel": msg.channel,
-        "thread": msg.thread,
-        "ts": msg.ts,
-        "is_dm": msg.is_dm,
-    }
 
 
 def _describe(params: Mapping[str, Any]) -> str:
