@@ -18,6 +18,7 @@ from marvin.actions.maintenance import (
 )
 from marvin.runtime.due import DueLog
 from marvin.runtime.plans import Plan, plans
+from marvin.runtime.statedb import state_target
 from marvin.runtime.undo import UndoRecord, undoable
 
 MINUTES = Integer(min=1, max=7 * 24 * 60, help="minutes, up to a week")
@@ -25,7 +26,7 @@ REASON = Text(max_length=300, help="why, in a few words")
 
 
 def _dues(ctx) -> DueLog:
-    return DueLog(ctx.services.config.file("state.sqlite"))
+    return DueLog(state_target(ctx.services.config))
 
 
 def _record(ctx, key: str, environment: str, before: bytes | None, after: bytes | None) -> None:

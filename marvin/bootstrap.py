@@ -18,6 +18,8 @@ from marvin.core.vocabulary import lint, load_verbs
 from marvin.runtime.app import Marvin
 from marvin.runtime.checks import validate as validate_checks
 from marvin.runtime.jobs import JobSettings
+from marvin.runtime.replicas import StateSettings
+from marvin.runtime.statedb import state_target
 from marvin.runtime.store import Store
 from marvin.security import build_authorizer, build_second_factor
 
@@ -117,12 +119,14 @@ def build_app(
         raise ConfigError(str(exc)) from None
     app = Marvin(
         table,
-        store=Store(config.file("state.sqlite")),
+        # SQLite (state.sqlite, the default) or PostgreSQL (state.url) shared by replicas.
+        store=Store(state_target(config), pool_size=config.get("state.pool_size")),
         authorizer=authorizer,
         frontends=frontends,
         services=Clients(config),
         intake_workers=config.get("jobs.intake_workers"),
         settings=JobSettings.from_config(config),
+        state=StateSettings.from_config(config),
     )
     app.second_factor = build_second_factor(config)  # None: commands needing MFA are refused
     return app

@@ -112,7 +112,20 @@ declare(
     },
 )
 declare("vocabulary", {"": Setting(str, "vocabulary.yaml", None, "a file path")})
-declare("state", {"sqlite": Setting(str, "../var/marvin.sqlite3", None, "a file path")})
+declare(
+    "state",
+    {
+        "sqlite": Setting(str, "../var/marvin.sqlite3", None, "a file path"),
+        # Shared state (marvin.runtime.replicas): empty url = the sqlite file above;
+        # postgresql://... for replicas. Short timings are for tests.
+        "url": Setting(str, "", None, "a postgresql:// URL or a SQLite file path"),
+        "pool_size": Setting(int, 8, _n(1, 100), "a whole number from 1 to 100"),
+        "heartbeat_seconds": Setting(_SECONDS, 5, lambda v: v > 0, "seconds > 0"),
+        "lease_seconds": Setting(_SECONDS, 30, lambda v: v > 0, "seconds > 0"),
+        "poll_seconds": Setting(_SECONDS, 1, lambda v: v > 0, "seconds > 0"),
+        "host": Setting(str, "", None, "a name for this machine (default: its boot id)"),
+    },
+)
 declare(
     "jobs",
     {

@@ -188,7 +188,7 @@ def test_maintenance_window_ends_when_due_and_undo_drops_it(
     assert b'"reason": "db upgrade"' in fake_consul.get("demo01/maintenance")
     notices: list[dict] = []
     assert run_due(bot.app.rt, notices.append) is not None and not notices  # not due yet
-    db = bot.app.store._db  # time passes: the window's end is now
+    db = bot.app.store.db  # time passes: the window's end is now
     db.execute(
         "UPDATE due SET due_at = ? WHERE execution_id = ?", (time.time() - 1, on.execution_id)
     )
@@ -203,8 +203,8 @@ def test_maintenance_window_ends_when_due_and_undo_drops_it(
     _, row = undo(bot, again.execution_id)
     assert row["state"] == "succeeded"
     assert b'"enabled": false' in fake_consul.get("demo01/maintenance")
-    pending = db.execute("SELECT count(*) FROM due WHERE state = 'pending'").fetchone()[0]
-    assert pending == 0
+    pending = db.one("SELECT count(*) AS n FROM due WHERE state = 'pending'")
+    assert pending == {"n": 0}
     assert "already off" in bot.send("disable maintenance mode on demo01").said[-1]
 
 

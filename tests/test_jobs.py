@@ -371,42 +371,66 @@ def test_drain_finishes_short_jobs_and_interrupts_the_rest(bot_with) -> None:  #
     assert "restarting" in late.text
 
 
-def test_recover_marks_dead_processes_executions_interrupted(bot_with, tmp_path) -> None:  # type: ignore[no-untyped-def]
+def test_recover_marks_dead_replicas_executions_interrupted(bot_with, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """Recovery by lease: another host's replica is dead once its lease expired; one on this
+    host as soon as its process is gone; rows from before replicas (no replica) are dead."""
     import subprocess
     import sys
+    import time as _time
+
+    from marvin.runtime.owner import process_identity
 
     bot = bot_with()
-    store = bot.app.store
+    store, here = bot.app.store, bot.app.rt.replicas.host
     dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
                           capture_output=True, text=True, check=True)  # fmt: skip
     dead_pid = int(dead.stdout)
     alive = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
+    now = _time.time()
     try:
-        from marvin.runtime.owner import process_identity
-
+        replicas = {  # id: (host, pid, identity, lease_until)
+            "far-alive": ("other-host", 7, "7:1", now + 60),
+            "far-expired": ("other-host", 8, "8:1", now - 1),
+            "near-dead": (here, dead_pid, f"{dead_pid}:1", now + 60),
+            "near-alive": (here, alive.pid, process_identity(alive.pid), now + 60),
+        }
+        for rid, (host, pid, ident, lease) in replicas.items():
+            store.db.execute(
+                "INSERT INTO replicas (id, host, pid, identity, started_at, heartbeat_at,"
+                " lease_until) VALUES (?,?,?,?,?,?,?)",
+                (rid, host, pid, ident, now, now, lease),
+            )
         rows = {}
-        for name, pid, owner, state in [
-            ("dead", dead_pid, f"{dead_pid}:1", "running"),
-            ("dead_queued", dead_pid, f"{dead_pid}:1", "queued"),
-            ("alive", alive.pid, process_identity(alive.pid), "running"),
-            ("reused", alive.pid, f"{alive.pid}:1", "running"),  # same pid, other start time
-            ("done", dead_pid, f"{dead_pid}:1", "succeeded"),
+        for name, owner, state in [
+            ("far-alive", "far-alive", "running"),
+            ("far-expired", "far-expired", "running"),
+            ("near-dead", "near-dead", "queued"),
+            ("near-alive", "near-alive", "running"),
+            ("legacy", f"{dead_pid}:1", "running"),  # pid:start-time, before replicas
+            ("done", "far-expired", "succeeded"),
         ]:
             rows[name] = store.create_execution(
                 ref="test.wait", params={}, user_id="U1", email=ALICE, channel="C1",
-                thread="T1", source="slack", state=state, pid=pid, owner=owner,
+                thread="T1", source="slack", state=state, pid=1, owner=owner,
             )  # fmt: skip
         told: list[dict] = []
         out = bot.app.recover(told.append)
-        assert {r["id"] for r in out} == {rows["dead"], rows["dead_queued"], rows["reused"]}
+        assert {r["id"] for r in out} == {rows["far-expired"], rows["near-dead"], rows["legacy"]}
         assert [r["id"] for r in told] == [r["id"] for r in out]
         assert all(r["channel"] == "C1" and r["thread"] == "T1" for r in told)
-        notice = next(r["notice"] for r in told if r["id"] == rows["dead"])
+        notice = next(r["notice"] for r in told if r["id"] == rows["far-expired"])
         assert "interrupted part-way" in notice and "Check" in notice
-        assert store.get(rows["alive"])["state"] == "running"
+        assert store.get(rows["far-alive"])["state"] == "running"
+        assert store.get(rows["near-alive"])["state"] == "running"
         assert store.get(rows["done"])["state"] == "succeeded"
-        assert store.get(rows["dead"])["state"] == "interrupted"
+        assert store.get(rows["near-dead"])["state"] == "interrupted"
         assert bot.app.recover(told.append) == []  # once only
+        stopped = {
+            r["id"] for r in store.db.rows("SELECT id FROM replicas WHERE stopped_at IS NOT NULL")
+        }
+        assert stopped == {"far-expired", "near-dead"}  # reaped: their locks are free
+        audit = store.audit_rows(rows["legacy"])
+        assert audit[-1]["replica"] == bot.app.rt.owner  # each audit row names its replica
     finally:
         alive.kill()
         alive.wait()

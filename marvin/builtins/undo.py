@@ -22,6 +22,7 @@ from marvin.core.facade import Operations
 from marvin.core.params import EXECUTION_ID
 from marvin.core.registry import Command, command
 from marvin.runtime.execution import Context
+from marvin.runtime.statedb import state_target
 from marvin.runtime.undo import UndoFunction, UndoLog, undo_function
 
 __all__ = ["undo_command", "HANDLERS"]
@@ -55,7 +56,7 @@ def undo_command(ctx: Context, execution: str) -> str | None:
                 detail="undo of an execution the requester may not run",
             )
         return f"I can't find `{ex_id}` among the executions you may undo."
-    log = UndoLog.at(ctx.services.config.file("state.sqlite"))
+    log = UndoLog.at(state_target(ctx.services.config))
     record = log.get(ex_id)
     undo = undo_function(cmd.handler)
     if undo is None:

@@ -7,7 +7,7 @@ outside the runtime reaches the store, the job manager or the authorizer directl
 
 from __future__ import annotations
 
-from collections.abc import Callable, Hashable, Mapping
+from collections.abc import Callable, Hashable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, Literal, Protocol, TypeVar
 
@@ -16,7 +16,16 @@ from marvin.core.authz import ChannelBook, Decision
 from marvin.core.model import JobView, Message, Responder, User
 from marvin.core.registry import Command, CommandTable
 
-__all__ = ["Operations", "Cancel", "Outcome", "OutcomeKind", "REFUSALS", "Vote", "ResponderFor"]
+__all__ = [
+    "Operations",
+    "Cancel",
+    "Outcome",
+    "OutcomeKind",
+    "REFUSALS",
+    "Vote",
+    "ResponderFor",
+    "SharedState",
+]
 
 Cancel = Callable[[], None]
 # The responder for a request's own thread, from where it was asked (``origin``: channel,
@@ -88,9 +97,40 @@ class Outcome:
 T = TypeVar("T")
 
 
+class SharedState(Protocol):
+    """What front ends keep in the store, so every process and replica agrees on it
+    (``marvin.runtime.claims``): first claims of events, and open confirmations."""
+
+    def claim(self, keys: Iterable[str], ttl: float) -> bool:
+        """Claim ``keys`` for ``ttl`` s; True only for the first claim (not a redelivery)."""
+
+    def ask(
+        self,
+        token: str,
+        *,
+        requester: str,
+        prompt: str,
+        request: Mapping[str, Any] | None,
+        channel: str | None,
+        thread_ts: str | None,
+        expires_at: float,
+    ) -> None: ...
+
+    def posted(self, token: str, channel: str, ts: str) -> None: ...
+
+    def waiting(self, requester: str) -> int:
+        """Open questions of ``requester`` on every replica."""
+
+    def answer(self, token: str, presser: str) -> tuple[str, dict[str, Any] | None]:
+        """("answered", row) for the one press that counts; else why not, and the row."""
+
+    def close(self, token: str, state: str = "expired") -> bool: ...
+
+
 class Operations(Protocol):
     table: CommandTable
     keys: KeyRing  # API keys (the HTTP API's identities; ``marvin keys``)
+    shared: SharedState
 
     # -- requests (front ends) ----------------------------------------------------------------
     def handle(self, msg: Message) -> None:
@@ -111,6 +151,10 @@ class Operations(Protocol):
         self, msg: Message, cmd: Command, params: Mapping[str, Any], *, confirmed: bool = False
     ) -> str | None:
         """Authorise and start ``cmd`` with bound ``params`` (the CLI, ``undo``)."""
+
+    def resume(self, request: Mapping[str, Any], ok: bool, responder: Responder) -> str | None:
+        """A confirmation answered in another process than the one that asked: rebuild the
+        request (``Confirmation.request``) and go on as ``dispatch`` would after the answer."""
 
     def wait(self, execution_id: str, timeout: float | None = None) -> dict[str, Any] | None:
         """Block until an execution ends; its record."""

@@ -21,6 +21,7 @@ __all__ = [
     "Via",
     "VIAS",
     "JobView",
+    "Confirmation",
 ]
 
 State = Literal["accepted", "succeeded", "failed", "cancelled", "interrupted"]
@@ -138,6 +139,20 @@ class Message:
     thread: str | None = None  # where replies go (Slack thread ts)
     ts: str | None = None
     is_dm: bool = True
+
+
+@dataclass(frozen=True)
+class Confirmation:
+    """The ``on_result`` that ``Responder.confirm`` receives: call it with the answer.
+    ``request`` (JSON: ref, bound parameters, who, where) lets a front end whose answer may
+    reach another process (Slack buttons, with replicas) keep the question in the store and
+    resume it there through ``Operations.resume``."""
+
+    answer: Callable[[bool], None]
+    request: Mapping[str, Any]
+
+    def __call__(self, ok: bool) -> None:
+        self.answer(ok)
 
 
 @dataclass(frozen=True)

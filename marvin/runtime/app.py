@@ -31,17 +31,21 @@ from marvin.core.authz import (
 from marvin.core.cache import TTLCache
 from marvin.core.facade import Cancel, Outcome, OutcomeKind, ResponderFor, Vote
 from marvin.core.matcher import Ambiguous, Invalid, Matched, Matcher, Unknown
-from marvin.core.model import JobView, Message, Private, User, Where
+from marvin.core.model import Confirmation, JobView, Message, Private, Responder, User, Where
 from marvin.core.normalize import normalize
 from marvin.core.registry import Command, CommandTable
 from marvin.runtime import approvals, control, due, execution, plans
 from marvin.runtime.apikeys import StoredKeys
 from marvin.runtime.audit import Attempt, Recorder
+from marvin.runtime.claims import Shared
 from marvin.runtime.jobs import BUSY, RESTARTING, Job, JobManager, JobPool, JobSettings, PoolFull
 from marvin.runtime.lanes import Lanes
 from marvin.runtime.locks import lock_key
 from marvin.runtime.metrics import Metrics
-from marvin.runtime.owner import process_identity
+from marvin.runtime.replicas import Pulse, Replicas, StateSettings
+from marvin.runtime.resume import message_of, request_of
+from marvin.runtime.running import RunningTable
+from marvin.runtime.shared_locks import SharedLocks
 from marvin.runtime.store import Store
 
 __all__ = ["Marvin", "Runtime"]
@@ -64,7 +68,8 @@ class Runtime:
     jobs: JobManager
     recorder: Recorder
     services: Any  # the action library's clients (marvin.actions.clients.Clients)
-    owner: str | None  # this process (pid:start-time), for crash recovery
+    owner: str | None  # this process's replica id, on its executions and audit rows
+    replicas: Replicas | None = None  # who is alive on the store (recovery by lease)
 
 
 class Marvin:
@@ -82,17 +87,26 @@ class Marvin:
         queue_size: int = 256,
         intake_workers: int = 8,
         settings: JobSettings | None = None,
+        state: StateSettings | None = None,
     ) -> None:
         self.table = table
         self.matcher = Matcher(table)
         self.authorizer: Authorizer = authorizer or LocalAuthorizer()
         self.frontends = FrontEnds(frontends)
         self.settings = settings or JobSettings(workers=workers, queue=queue_size)
-        jobs = JobManager(self.settings)
+        # Shared state (the store): this process as a replica with a lease, locks, the
+        # running-job table; the pulse thread keeps the lease and polls for cancel requests.
+        self.state = state or StateSettings()
+        replicas = Replicas(store.db, store.replica, self.state, lease_db=store.db.dedicated())
+        replicas.register()
+        running = RunningTable(store.db, replicas, SharedLocks(store.db, replicas))
+        jobs = JobManager(self.settings, running)
         self.metrics = Metrics(queued=lambda: jobs.pool.queued, running=lambda: jobs.pool.running)
         recorder = Recorder(store, self.metrics.audited)
-        self.rt = Runtime(store, jobs, recorder, services, process_identity(os.getpid()))
+        self.rt = Runtime(store, jobs, recorder, services, store.replica, replicas)
         self.keys = StoredKeys(store)  # the HTTP API's identities (``marvin keys``)
+        self.shared = Shared(store.db, store.replica)  # event claims, open confirmations
+        jobs.on_cancel_request = self._cancel_asked
         self.intake = JobPool(intake_workers, 4 * self.settings.queue, name="marvin-intake")
         # One user's messages take at most half the intake workers (a slow users.info for them
         # must not hold up everyone else); the rest of theirs wait in their own lane.
@@ -106,6 +120,8 @@ class Marvin:
         self._due: due.DueScheduler | None = None
         self._notify: Callable[[dict[str, Any]], None] | None = None  # from start()
         self._memo: TTLCache[Any] = TTLCache(600, 4096)  # remember(): e.g. each user's help
+        self._started = False
+        self._pulse = Pulse(self.state, replicas.beat, jobs.poll, self._sweep).start()
 
     # The runtime's parts, for bootstrap, tests and benchmarks (front ends and built-ins use
     # the Operations methods below instead).
@@ -220,7 +236,10 @@ class Marvin:
             started: list[Outcome] = []  # filled at once when the front end asks in-line
             msg.responder.confirm(
                 f"Run `{cmd.ref}` with {_describe(shown)}?",
-                lambda ok: started.append(self._confirmed(ok, msg, cmd, params, attempt)),
+                Confirmation(
+                    lambda ok: started.append(self._confirmed(ok, msg, cmd, params, attempt)),
+                    request_of(msg, cmd, params),
+                ),
             )
             return started[0] if started else Outcome("confirming", ref=cmd.ref)
         if decision.approve is not None:  # two-person approval (marvin/runtime/approvals.py)
@@ -307,6 +326,16 @@ class Marvin:
         except Exception:
             log.exception("could not deliver a notice", execution_id=row.get("id"))
 
+    def resume(self, request: Mapping[str, Any], ok: bool, responder: Responder) -> str | None:
+        """A confirmation asked by another process (replica) and answered here."""
+        cmd = self.table.get(str(request.get("ref")))
+        msg = message_of(request, responder)
+        if cmd is None:  # the table changed since the question (a restart with new code)
+            responder.whisper(f"`{request.get('ref')}` no longer exists here; nothing was run.")
+            return None
+        params = dict(request.get("params") or {})
+        return self._confirmed(ok, msg, cmd, params, Attempt.of(msg, cmd.ref, cmd.shown(params)))
+
     def identify(self, user: User, *, fresh: bool = False) -> User:
         """The front end's resolver (an unregistered front end is refused), then groups."""
         return self.authorizer.identify(self.frontends.resolve(user, fresh=fresh), fresh=fresh)
@@ -345,26 +374,28 @@ class Marvin:
         return self._memo.get(key, compute)  # type: ignore[return-value]
 
     def live(self) -> list[JobView]:
-        jobs = self.rt.jobs
-        out = approvals.views(self)  # awaiting approval, and from whom
-        for job in jobs.live():
-            holder = jobs.locks.holder(job.lock) if job.lock and job.state == "waiting" else None
-            out.append(
-                JobView(
-                    execution_id=job.execution_id,
-                    ref=job.command.ref,
-                    shown=job.shown,
-                    requester=job.requester,
-                    state=job.state,
-                    created=job.created,
-                    started=job.started,
-                    lock=job.lock.describe() if job.lock else None,
-                    lock_holder=holder.execution_id if holder else None,
-                    stopping=job.cancel_event.is_set(),
-                    progress=job.progress,
-                )
+        """Every process's queued and running jobs (the store's running-job table), and the
+        requests awaiting approval (and from whom)."""
+        return approvals.views(self) + [
+            JobView(
+                execution_id=row["execution_id"],
+                ref=row["ref"],
+                shown=row["shown"],
+                requester=row["requester"],
+                state=row["state"],
+                created=row["created_at"],
+                started=row["started_at"],
+                lock=row["lock"],
+                lock_holder=row.get("lock_holder"),
+                stopping=row["cancel_by"] is not None or self._stopping(row["execution_id"]),
+                progress=row["progress"],
             )
-        return out
+            for row in self.rt.jobs.running.live()
+        ]
+
+    def _stopping(self, execution_id: str) -> bool:
+        job = self.rt.jobs.get(execution_id)
+        return job is not None and job.cancel_event.is_set()
 
     def history(self, user_id: str | None, limit: int) -> list[dict[str, Any]]:
         """Executions and refused requests (which never became one), newest first."""
@@ -438,8 +469,29 @@ class Marvin:
         return self.metrics.text()
 
     def drain(self, grace: float | None = None) -> list[str]:
-        """Graceful stop; returns the ids recorded interrupted (see control)."""
-        return control.drain(self.rt, grace)
+        """Graceful stop; returns the ids recorded interrupted (see control). The replica
+        then leaves the store: its lease ends, what it still holds is free to take."""
+        out = control.drain(self.rt, grace)
+        self._leave()
+        return out
+
+    def _leave(self) -> None:
+        self._pulse.stop()
+        try:
+            self.rt.replicas.stop()  # type: ignore[union-attr]
+        except Exception:
+            log.warning("could not mark this replica stopped", exc_info=True)
+
+    def _cancel_asked(self, job: Job, by: str) -> None:
+        """Another process asked to cancel our ``job`` (allowed there already)."""
+        control.withdraw(self.rt, job, by)
+
+    def _sweep(self) -> None:
+        """Every ``state.heartbeat_seconds`` on the pulse thread: forget expired claims;
+        once started (serve, shell), record dead replicas' executions interrupted."""
+        self.shared.purge()  # expired event claims
+        if self._started:
+            control.recover(self.rt, self._notify)
 
     def recover(self, notify: Callable[[dict[str, Any]], None] | None = None) -> list[dict]:
         """Mark executions of a dead process interrupted and tell requesters (control)."""
@@ -449,7 +501,7 @@ class Marvin:
         """For long-running front ends: ``recover``, then run actions due later (a maintenance
         window's end) on their own thread, telling requesters through ``notify``."""
         rows = self.recover(notify)
-        self._notify = notify
+        self._notify, self._started = notify, True
         if self._due is None:
             self._due = due.start(self.rt, notify)
             self._watch_approvals()
@@ -476,6 +528,7 @@ class Marvin:
             self.drain(5.0 if timeout is None else timeout)
         else:
             jobs.close()
+            self._leave()
         self.intake.shutdown(wait=True, timeout=timeout)
         self.notifier.shutdown(wait=True, timeout=timeout)
         jobs.shutdown(timeout=timeout)

@@ -1,5 +1,10 @@
 """Controlling executions after they started: cancel one, drain on SIGTERM, recover after a
-crash. Kept apart from the request pipeline (``marvin.runtime.app``), which delegates here."""
+crash. Kept apart from the request pipeline (``marvin.runtime.app``), which delegates here.
+
+Cancel and recovery work across processes: a cancel for a job another process (or replica)
+runs is written to the store's running-job table, and that process withdraws it on its next
+poll (``withdraw``); recovery marks interrupted only executions whose owning replica is dead
+(its lease expired, or on this host its process is gone)."""
 
 from __future__ import annotations
 
@@ -13,12 +18,12 @@ from marvin.core.facade import Outcome
 from marvin.core.model import User
 from marvin.runtime import execution
 from marvin.runtime.audit import Attempt
-from marvin.runtime.owner import orphaned
 
 if TYPE_CHECKING:
     from marvin.runtime.app import Runtime
+    from marvin.runtime.jobs import Job
 
-__all__ = ["cancel", "cancel_outcome", "drain", "recover"]
+__all__ = ["cancel", "cancel_outcome", "withdraw", "drain", "recover"]
 
 log = structlog.get_logger("marvin")
 
@@ -34,6 +39,9 @@ def cancel_outcome(rt: Runtime, ex_id: str, by: User) -> Outcome:
     (already over, or abandoned and beyond reach) or forbidden."""
     ex_id = ex_id.strip().lower()
     job = rt.jobs.get(ex_id)
+    remote = rt.jobs.running.get(ex_id) if job is None else None
+    if remote is not None and remote["replica"] != rt.owner:
+        return _cancel_elsewhere(rt, remote, by)
     if job is None:
         row = rt.store.get(ex_id)
         mine = row is not None and (
@@ -71,6 +79,12 @@ def cancel_outcome(rt: Runtime, ex_id: str, by: User) -> Outcome:
         text = f"`{ex_id}` ({ref}) was started by {job.requester}; only they{extra} can cancel it."
         return Outcome("forbidden", text, ex_id, ref)
     rt.recorder.record("cancel_requested", asker, execution_id=ex_id)
+    return withdraw(rt, job, who)
+
+
+def withdraw(rt: Runtime, job: Job, who: str) -> Outcome:
+    """Stop ``job`` of this process for ``who`` (allowed already); the answer."""
+    ex_id, ref = job.execution_id, job.command.ref
     stage = rt.jobs.withdraw(job, by=who)
     if stage == "removed":
         execution.finish(
@@ -90,6 +104,29 @@ def cancel_outcome(rt: Runtime, ex_id: str, by: User) -> Outcome:
     if stage == "finished":
         return Outcome("finished", f"`{ex_id}` ({ref}) has already ended.", ex_id, ref)
     text = f"Asked `{ex_id}` ({ref}) to stop; its thread will say when it has."
+    return Outcome("accepted", text, ex_id, ref)
+
+
+def _cancel_elsewhere(rt: Runtime, row: Mapping[str, Any], by: User) -> Outcome:
+    """A job another process runs: check who may, then leave the request in the store."""
+    ex_id, ref, requester = row["execution_id"], row["ref"], row["requester"]
+    own = by.id == row["user_id"] or bool(by.email and by.email.lower() == requester.lower())
+    groups = rt.jobs.settings.cancel_groups
+    asker = Attempt(by, ref, None)
+    if not own and not (groups & {g.lower() for g in by.groups}):
+        rt.recorder.record(
+            "cancel_refused", asker, execution_id=ex_id, detail=f"requested by {requester}"
+        )
+        extra = f" or members of {', '.join(sorted(groups))}" if groups else ""
+        text = f"`{ex_id}` ({ref}) was started by {requester}; only they{extra} can cancel it."
+        return Outcome("forbidden", text, ex_id, ref)
+    rt.recorder.record("cancel_requested", asker, execution_id=ex_id, detail="on another replica")
+    if not rt.jobs.running.request_cancel(ex_id, by.email or by.id):
+        return Outcome("accepted", f"`{ex_id}` ({ref}) is already being stopped.", ex_id, ref)
+    text = (
+        f"Asked `{ex_id}` ({ref}) to stop; it runs in another Marvin process, and its thread "
+        "will say when it has."
+    )
     return Outcome("accepted", text, ex_id, ref)
 
 
@@ -125,11 +162,13 @@ def recover(rt: Runtime, notify: Callable[[dict[str, Any]], None] | None = None)
     ``interrupted``; ``notify(row)`` tells each requester (``row["notice"]`` is the text;
     ``row["channel"]``/``row["thread"]`` say where). Returns those rows."""
     out = []
+    rt.replicas.reap()  # dead replicas' locks and running rows go first
+    live = rt.replicas.live_ids()
     for row in rt.store.in_states("queued", "running"):
-        if rt.jobs.get(row["id"]) is not None or not orphaned(row, rt.owner):
+        if rt.jobs.get(row["id"]) is not None or row.get("owner") in live:
             continue
         was = row["state"]
-        reason = f"Marvin (pid {row['pid']}) stopped while it was {was}"
+        reason = f"Marvin (replica {row.get('owner')}, pid {row['pid']}) stopped while it was {was}"
         who = User(row["user_id"], row["email"], source=row["source"])
         attempt = Attempt(who, row["ref"], row["channel"], row["params"])
         # Its real run time ends at its last sign of life, not at this restart.

@@ -198,17 +198,10 @@ class DueScheduler:
 
 def start(rt: Runtime, notify: Callable[[dict[str, Any]], None] | None) -> DueScheduler:
     """Start the scheduler (``Marvin.start`` does, after recovering executions)."""
-    DueLog(rt.store.path).recover(_alive)
+    live = rt.replicas.live_ids() if rt.replicas is not None else set()
+    DueLog(rt.store.path).recover(lambda owner: owner in live)
     return DueScheduler(rt, notify).start()
 
 
 def _me() -> str:
     return process_identity(os.getpid()) or str(os.getpid())
-
-
-def _alive(owner: str) -> bool:
-    """Whether the process that claimed an action (``pid:start-time``) still runs."""
-    pid = owner.split(":", 1)[0]
-    if not pid.isdigit() or owner == _me():
-        return False  # ours from before a restart with the same identity cannot be running
-    return process_identity(int(pid)) == owner

@@ -1,7 +1,9 @@
 """Job admission: command handlers never run on a front end's thread.
 
 ``JobManager`` admits executions onto the bounded pool (``marvin.pool``) — per-user cap, locks,
-queue bound — and keeps the live table that ``jobs``, ``cancel`` and drain read.
+queue bound — and keeps this process's live jobs (threads, cancel events) that ``cancel`` and
+drain use. The cap and the locks are decided in the store (``marvin.runtime.running``), so they
+hold across every process and replica sharing it.
 What is said to people and written to the store is ``marvin.app``'s and ``marvin.execution``'s.
 """
 
@@ -19,8 +21,9 @@ from marvin.core.facade import OutcomeKind
 from marvin.core.model import Message
 from marvin.core.registry import Command
 from marvin.runtime.audit import Attempt
-from marvin.runtime.locks import Holder, LockKey, LockTable
+from marvin.runtime.locks import Holder, LockKey
 from marvin.runtime.pool import JobPool, PoolFull, Scheduler, Timer
+from marvin.runtime.running import RunningTable
 
 __all__ = [
     "JobPool",
@@ -139,12 +142,15 @@ class Job:
 class JobManager:
     """Admission and the live table. Thread-safe; one per Marvin."""
 
-    def __init__(self, settings: JobSettings) -> None:
+    def __init__(self, settings: JobSettings, running: RunningTable) -> None:
         self.settings = settings
         self.pool = JobPool(settings.workers, settings.queue, name="marvin-job")
         self._timers = JobPool(8, 1_000_000, name="marvin-timer")  # timeouts, progress
         self.scheduler = Scheduler(self._timers)
-        self.locks = LockTable()
+        self.running = running  # the store's running-job table: cap, locks, cancel requests
+        self.locks = running.locks
+        # Set by the application: a cancel asked on another process for one of our jobs.
+        self.on_cancel_request: Callable[[Job, str], None] | None = None
         self.accepting = True
         self._live: dict[str, Job] = {}
         self._cond = threading.Condition()
@@ -158,30 +164,35 @@ class JobManager:
         with self._cond:
             if not self.accepting:
                 return Refusal("shutting down", RESTARTING, "shutdown")
-            mine = [j for j in self._live.values() if j.user_id == job.user_id]
-            mine = [j for j in mine if j.state != "abandoned"]
-            if len(mine) >= cap:
-                ids = ", ".join(f"`{j.execution_id}`" for j in mine)
+            waits = job.lock is not None and job.command.spec.lock_wait
+            verdict = self.running.admit(
+                execution_id=job.execution_id,
+                user_id=job.user_id,
+                ref=job.command.ref,
+                requester=job.requester,
+                shown=job.shown,
+                cap=cap,
+                lock=job.lock,
+                on_free=(lambda: self._lock_passed(job, runner)) if waits else None,
+            )
+            if verdict.cap is not None:
+                ids = ", ".join(f"`{ex}`" for ex in verdict.cap)
                 return Refusal(
                     f"per-user limit of {cap}",
-                    f"You already have {len(mine)} commands running or queued ({ids}); "
+                    f"You already have {len(verdict.cap)} commands running or queued ({ids}); "
                     f"the limit is {cap}. Wait for one to finish, or `cancel` one.",
                     "limit",
                 )
-            if job.lock is not None:
-                on_free = (
-                    (lambda: self._lock_passed(job, runner)) if job.command.spec.lock_wait else None
+            holder = verdict.holder
+            if holder is not None and job.lock is not None and not verdict.waiting:
+                return Refusal(
+                    f"{job.lock.describe()} locked by {holder.execution_id}",
+                    f"{job.lock.describe()} is busy: {holder.describe()}. "
+                    "Try again when it has finished.",
+                    "locked",
                 )
-                holder = self.locks.acquire(job.lock, job.holder(), on_free)
-                if holder is not None and on_free is None:
-                    return Refusal(
-                        f"{job.lock.describe()} locked by {holder.execution_id}",
-                        f"{job.lock.describe()} is busy: {holder.describe()}. "
-                        "Try again when it has finished.",
-                        "locked",
-                    )
-                if holder is not None:
-                    job.state, job.blocked_by = "waiting", holder
+            if holder is not None:
+                job.state, job.blocked_by = "waiting", holder
             self._live[job.execution_id] = job
             try:
                 admitted()
@@ -214,6 +225,7 @@ class JobManager:
                 if job.finished:
                     return  # withdrawn (cancel, drain) after it left the queue
                 job.state, job.started = "running", time.time()
+            self.running.set_state(job.execution_id, "running", job.started)
             runner(job)
         finally:
             self.release(job)
@@ -223,13 +235,15 @@ class JobManager:
         """Pass ``job``'s lock on and (with ``forget``) drop it from the live table; safe to
         call more than once. ``execution.finish`` frees the lock first and forgets the job
         only after the result is said, so ``Marvin.wait`` never returns before it."""
-        start_next = None
+        granted: list[str] = []
         with self._cond:
-            if job.lock is not None:
-                start_next = self.locks.release(job.lock, job.execution_id)
+            # Not in the live table: released and forgotten already (the store knows).
+            if job.execution_id in self._live and (job.lock is not None or forget):
+                granted = self.running.release(job.execution_id, job.lock, forget=forget)
             if forget:
                 self._live.pop(job.execution_id, None)
             self._cond.notify_all()
+        start_next = self.locks.starter(granted)
         if start_next is not None:
             start_next()
 
@@ -252,6 +266,7 @@ class JobManager:
         (it may still be changing things) until its thread really ends."""
         with self._cond:
             job.state = "abandoned"
+        self.running.set_state(job.execution_id, "abandoned")
         self.pool.abandon(job.thread)
 
     def close(self) -> list[Job]:
@@ -271,6 +286,15 @@ class JobManager:
         for job in running:
             job.done.wait(max(0.0, deadline - time.monotonic()))
         return [j for j in running if not j.done.is_set()]
+
+    def poll(self) -> None:
+        """From the pulse thread: cancel requests made on other processes for our jobs, and
+        locks handed to our waiting jobs by other processes."""
+        for ex_id, by in self.running.cancel_requests():
+            job = self.get(ex_id)
+            if job is not None and not job.cancel_event.is_set() and self.on_cancel_request:
+                self.on_cancel_request(job, by)
+        self.locks.poll()
 
     def get(self, ex_id: str) -> Job | None:
         with self._cond:

@@ -11,8 +11,9 @@ parameters (``lock="jenkins"``) is a single lock of that name, e.g. for a shared
 holds off every family's ``environment`` lock on that value (database migrations: no deploy or
 restore of the environment meanwhile), while those families still do not exclude each other.
 
-Locks live in this process only (one Marvin process owns the store). Ownership across
-processes is ``marvin.runtime.owner``.
+``LockTable`` keeps locks in one process's memory: the reference model of these semantics.
+Marvin itself keeps them in the store (``marvin.runtime.shared_locks``, the same interface), so
+they hold across processes and replicas.
 """
 
 from __future__ import annotations

@@ -1,48 +1,52 @@
-"""A second connection to Marvin's SQLite state file, for mechanisms that keep their own tables
-(undo records, due actions) without going through ``Store``. One connection per file per
-process, shared by threads behind a lock; the tables come from ``store.MIGRATIONS``, which the
-``Store`` applies when Marvin starts, before any command runs."""
+"""The open ``Database`` of each store in this process, for mechanisms that keep their own
+tables (undo records, due actions) next to the ``Store``'s. The tables come from
+``store.MIGRATIONS``, which the ``Store`` applies when Marvin starts, before any command runs;
+the SQL is written for both backends (``marvin.runtime.sql``)."""
 
 from __future__ import annotations
 
-import sqlite3
 import threading
 from pathlib import Path
 from typing import Any
 
-__all__ = ["StateDB", "state_db"]
+from marvin.runtime.sql import Database, is_postgres, open_database
 
-_open: dict[str, StateDB] = {}
+__all__ = ["state_db", "register", "unregister", "state_target"]
+
+_open: dict[str, Database] = {}
 _open_lock = threading.Lock()
 
 
-class StateDB:
-    def __init__(self, path: str) -> None:
-        self.path = path
-        self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
-        self._db.row_factory = sqlite3.Row
-        self._db.execute("PRAGMA busy_timeout=5000")
-        self._lock = threading.Lock()
-
-    def execute(self, sql: str, args: tuple[Any, ...] = ()) -> int:
-        """Run one statement; returns the number of rows changed."""
-        with self._lock:
-            return self._db.execute(sql, args).rowcount
-
-    def insert(self, sql: str, args: tuple[Any, ...] = ()) -> int:
-        with self._lock:
-            return int(self._db.execute(sql, args).lastrowid or 0)
-
-    def rows(self, sql: str, args: tuple[Any, ...] = ()) -> list[dict[str, Any]]:
-        with self._lock:
-            return [dict(r) for r in self._db.execute(sql, args).fetchall()]
+def _key(target: str | Path) -> str:
+    return str(target) if is_postgres(target) else str(Path(target).resolve())
 
 
-def state_db(path: str | Path) -> StateDB:
-    """The shared connection to the state file at ``path``."""
-    key = str(Path(path).resolve())
+def register(target: str | Path, db: Database) -> None:
+    """The ``Store`` on ``target`` shares its connections with the other state tables."""
+    with _open_lock:
+        _open.setdefault(_key(target), db)
+
+
+def unregister(db: Database) -> None:
+    with _open_lock:
+        for key in [k for k, v in _open.items() if v is db]:
+            del _open[key]
+
+
+def state_db(target: str | Path) -> Database:
+    """The shared connections to the store at ``target`` (a SQLite path or a URL)."""
+    key = _key(target)
     with _open_lock:
         db = _open.get(key)
         if db is None:
-            db = _open[key] = StateDB(key)
+            db = _open[key] = open_database(key)
         return db
+
+
+def state_target(config: Any) -> str:
+    """Where the configuration keeps state: ``state.url`` (a ``postgresql://`` URL or a
+    SQLite path), else the ``state.sqlite`` file. Paths are relative to the config file."""
+    url = str(config.get("state.url") or "")
+    if is_postgres(url):
+        return url
+    return str(config.root / url) if url else str(config.file("state.sqlite"))

@@ -1,15 +1,17 @@
-"""Durable state: executions and the audit trail, in SQLite with schema versioning.
+"""Durable state: executions and the audit trail, with schema versioning, in SQLite (the
+embedded default) or PostgreSQL (``state.url: postgresql://...``, shared by replicas).
 
-One connection guarded by a lock: writes are tiny and SQLite serialises them anyway, and WAL
-mode lets readers (``history``, ``jobs``) run beside them.
+``marvin.runtime.sql`` runs the SQL on either backend; the state that must hold across
+processes (replicas and their leases, event claims, locks, the running-job table, pending
+confirmations) is in the tables of migration 4, used by ``marvin.runtime.shared``.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import secrets
-import sqlite3
-import threading
+import socket
 import time
 from collections.abc import Mapping
 from pathlib import Path
@@ -17,7 +19,10 @@ from typing import Any
 
 import structlog
 
-__all__ = ["Store", "new_execution_id", "TERMINAL"]
+from marvin.runtime.sql import Database, open_database
+from marvin.runtime.statedb import register, unregister
+
+__all__ = ["Store", "new_execution_id", "new_replica_id", "TERMINAL"]
 
 log = structlog.get_logger("marvin.audit")
 
@@ -149,6 +154,87 @@ MIGRATIONS: list[str] = [
     """
     ALTER TABLE executions ADD COLUMN ts TEXT;
     """,
+    # 7: state shared by every process on the store (marvin.runtime.shared): replicas and
+    # their leases, the replica behind each audit row, event claims (dedupe), environment
+    # locks and their line, the running-job table (cap, jobs, cancel) and open confirmations.
+    """
+    ALTER TABLE audit ADD COLUMN replica TEXT;
+    CREATE TABLE replicas (
+        id TEXT PRIMARY KEY,
+        host TEXT NOT NULL,
+        pid INTEGER NOT NULL,
+        identity TEXT,
+        started_at REAL NOT NULL,
+        heartbeat_at REAL NOT NULL,
+        lease_until REAL NOT NULL,
+        stopped_at REAL
+    );
+    CREATE TABLE claims (
+        key TEXT PRIMARY KEY,
+        replica TEXT,
+        created_at REAL NOT NULL,
+        expires_at REAL NOT NULL
+    );
+    CREATE INDEX claims_expiry ON claims(expires_at);
+    CREATE TABLE locks (
+        key TEXT PRIMARY KEY,
+        family TEXT NOT NULL,
+        scope TEXT NOT NULL,
+        vkey TEXT NOT NULL,
+        execution_id TEXT NOT NULL,
+        ref TEXT NOT NULL,
+        requester TEXT NOT NULL,
+        since REAL NOT NULL,
+        replica TEXT NOT NULL,
+        lease_until REAL NOT NULL
+    );
+    CREATE INDEX locks_scope ON locks(scope, vkey);
+    CREATE TABLE lock_waiters (
+        seq INTEGER PRIMARY KEY AUTOINCREMENT,
+        key TEXT NOT NULL,
+        family TEXT NOT NULL,
+        scope TEXT NOT NULL,
+        vkey TEXT NOT NULL,
+        execution_id TEXT NOT NULL UNIQUE,
+        ref TEXT NOT NULL,
+        requester TEXT NOT NULL,
+        replica TEXT NOT NULL,
+        created_at REAL NOT NULL
+    );
+    CREATE TABLE running (
+        execution_id TEXT PRIMARY KEY,
+        user_id TEXT NOT NULL,
+        ref TEXT NOT NULL,
+        requester TEXT NOT NULL,
+        shown TEXT NOT NULL,
+        state TEXT NOT NULL,
+        lock TEXT,
+        lock_key TEXT,
+        replica TEXT NOT NULL,
+        created_at REAL NOT NULL,
+        started_at REAL,
+        heartbeat_at REAL NOT NULL,
+        cancel_by TEXT,
+        cancel_at REAL
+    );
+    CREATE INDEX running_user ON running(user_id);
+    CREATE INDEX running_replica ON running(replica);
+    CREATE TABLE confirmations (
+        token TEXT PRIMARY KEY,
+        requester TEXT NOT NULL,
+        prompt TEXT NOT NULL,
+        request TEXT,
+        channel TEXT,
+        ts TEXT,
+        thread_ts TEXT,
+        replica TEXT,
+        state TEXT NOT NULL,
+        created_at REAL NOT NULL,
+        expires_at REAL NOT NULL,
+        answered_by TEXT
+    );
+    CREATE INDEX confirmations_requester ON confirmations(requester, state);
+    """,
 ]
 
 
@@ -156,30 +242,39 @@ def new_execution_id() -> str:
     return "ex-" + secrets.token_hex(3)
 
 
+def new_replica_id() -> str:
+    """Unique per process start: host name, pid and a random part (pids are reused)."""
+    return f"{socket.gethostname()[:40]}:{os.getpid()}:{secrets.token_hex(3)}"
+
+
 class Store:
-    def __init__(self, path: str | Path) -> None:
-        self.path = str(path)
-        if self.path != ":memory:":
-            Path(self.path).parent.mkdir(parents=True, exist_ok=True)
-        self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
-        self._db.row_factory = sqlite3.Row
-        self._lock = threading.Lock()
-        with self._lock:
-            self._db.execute("PRAGMA journal_mode=WAL")
-            self._db.execute("PRAGMA synchronous=NORMAL")
-            self._db.execute("PRAGMA busy_timeout=5000")
-            self._migrate()
+    """Executions and the audit trail on one ``Database``. ``target`` is a SQLite path or a
+    ``postgresql://`` URL; ``replica`` names this process in the rows it writes."""
+
+    def __init__(
+        self, target: str | Path, *, pool_size: int = 8, replica: str | None = None
+    ) -> None:
+        self.path = str(target)  # the SQLite file or the URL (kept as .path for callers)
+        self.db: Database = open_database(self.path, pool_size=pool_size)
+        self.replica = replica or new_replica_id()
+        self._migrate()
+        register(self.path, self.db)  # undo and due use the same connections
 
     def _migrate(self) -> None:
-        self._db.execute("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)")
-        row = self._db.execute("SELECT version FROM schema_version").fetchone()
-        version = row[0] if row else 0
-        if version > len(MIGRATIONS):
-            raise RuntimeError(f"{self.path}: schema version {version} is newer than this Marvin")
-        for n in range(version, len(MIGRATIONS)):
-            self._db.executescript("BEGIN;" + MIGRATIONS[n] + ";COMMIT;")
-            self._db.execute("DELETE FROM schema_version")
-            self._db.execute("INSERT INTO schema_version VALUES (?)", (n + 1,))
+        with self.db.transaction(serial=True) as tx:
+            tx.execute("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)")
+            row = tx.one("SELECT version FROM schema_version")
+            version = row["version"] if row else 0
+            if version > len(MIGRATIONS):
+                raise RuntimeError(
+                    f"{self.path}: schema version {version} is newer than this Marvin"
+                )
+            for n in range(version, len(MIGRATIONS)):
+                for stmt in self.db.ddl(MIGRATIONS[n]):
+                    tx.execute(stmt)
+            if version != len(MIGRATIONS):
+                tx.execute("DELETE FROM schema_version")
+                tx.execute("INSERT INTO schema_version VALUES (?)", (len(MIGRATIONS),))
 
     def create_execution(
         self,
@@ -199,75 +294,63 @@ class Store:
         now = time.time()
         for _ in range(20):
             ex_id = new_execution_id()
-            try:
-                with self._lock:
-                    self._db.execute(
-                        "INSERT INTO executions (id, ref, params, user_id, email, channel, thread,"
-                        " source, state, created_at, pid, owner, ts)"
-                        " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",
-                        (
-                            ex_id,
-                            ref,
-                            _json(params),
-                            user_id,
-                            email,
-                            channel,
-                            thread,
-                            source,
-                            state,
-                            now,
-                            pid,
-                            owner,
-                            ts,
-                        ),
-                    )
+            added = self.db.execute(
+                "INSERT INTO executions (id, ref, params, user_id, email, channel, thread,"
+                " source, state, created_at, pid, owner, ts)"
+                " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?) ON CONFLICT (id) DO NOTHING",
+                (
+                    ex_id,
+                    ref,
+                    _json(params),
+                    user_id,
+                    email,
+                    channel,
+                    thread,
+                    source,
+                    state,
+                    now,
+                    pid,
+                    owner,
+                    ts,
+                ),
+            )
+            if added:
                 return ex_id
-            except sqlite3.IntegrityError:
-                continue  # id collision: draw again
+            # id collision: draw again
         raise RuntimeError("could not allocate an execution id")
 
     def update(self, ex_id: str, **fields: Any) -> None:
         if not fields:
             return
         cols = ", ".join(f"{k} = ?" for k in fields)
-        with self._lock:
-            self._db.execute(
-                f"UPDATE executions SET {cols} WHERE id = ?", (*fields.values(), ex_id)
-            )
+        self.db.execute(f"UPDATE executions SET {cols} WHERE id = ?", (*fields.values(), ex_id))
 
     def transition(self, ex_id: str, from_states: tuple[str, ...], **fields: Any) -> bool:
         """Update only if the execution is still in one of ``from_states`` (recovery must not
         overwrite an outcome recorded meanwhile); True if it was updated."""
         cols = ", ".join(f"{k} = ?" for k in fields)
         marks = ",".join("?" * len(from_states))
-        with self._lock:
-            cur = self._db.execute(
-                f"UPDATE executions SET {cols} WHERE id = ? AND state IN ({marks})",
-                (*fields.values(), ex_id, *from_states),
-            )
-        return cur.rowcount > 0
+        changed = self.db.execute(
+            f"UPDATE executions SET {cols} WHERE id = ? AND state IN ({marks})",
+            (*fields.values(), ex_id, *from_states),
+        )
+        return changed > 0
 
     def get(self, ex_id: str) -> dict[str, Any] | None:
-        with self._lock:
-            row = self._db.execute("SELECT * FROM executions WHERE id = ?", (ex_id,)).fetchone()
-        return _row(row)
+        return _row(self.db.one("SELECT * FROM executions WHERE id = ?", (ex_id,)))
 
     def recent(self, user_id: str | None = None, limit: int = 10) -> list[dict[str, Any]]:
         sql, args = "SELECT * FROM executions", ()
         if user_id is not None:
             sql, args = sql + " WHERE user_id = ?", (user_id,)
-        with self._lock:
-            rows = self._db.execute(
-                sql + " ORDER BY created_at DESC LIMIT ?", (*args, limit)
-            ).fetchall()
+        rows = self.db.rows(sql + " ORDER BY created_at DESC LIMIT ?", (*args, limit))
         return [_row(r) for r in rows]  # type: ignore[misc]
 
     def in_states(self, *states: str) -> list[dict[str, Any]]:
         marks = ",".join("?" * len(states))
-        with self._lock:
-            rows = self._db.execute(
-                f"SELECT * FROM executions WHERE state IN ({marks}) ORDER BY created_at", states
-            ).fetchall()
+        rows = self.db.rows(
+            f"SELECT * FROM executions WHERE state IN ({marks}) ORDER BY created_at", states
+        )
         return [_row(r) for r in rows]  # type: ignore[misc]
 
     def audit(
@@ -282,22 +365,22 @@ class Store:
         params: Mapping[str, Any] | None = None,
         detail: str | None = None,
     ) -> None:
-        with self._lock:
-            self._db.execute(
-                "INSERT INTO audit (ts, event, execution_id, user_id, email, channel, ref,"
-                " params, detail) VALUES (?,?,?,?,?,?,?,?,?)",
-                (
-                    time.time(),
-                    event,
-                    execution_id,
-                    user_id,
-                    email,
-                    channel,
-                    ref,
-                    None if params is None else _json(params),
-                    detail,
-                ),
-            )
+        self.db.execute(
+            "INSERT INTO audit (ts, event, execution_id, user_id, email, channel, ref,"
+            " params, detail, replica) VALUES (?,?,?,?,?,?,?,?,?,?)",
+            (
+                time.time(),
+                event,
+                execution_id,
+                user_id,
+                email,
+                channel,
+                ref,
+                None if params is None else _json(params),
+                detail,
+                self.replica,
+            ),
+        )
         # One structured log line per audit row, for log pipelines (params arrive redacted).
         log.info(
             "audit",
@@ -309,15 +392,14 @@ class Store:
             ref=ref,
             params=params,
             detail=detail,
+            replica=self.replica,
         )
 
     def audit_rows(self, execution_id: str | None = None) -> list[dict[str, Any]]:
         sql, args = "SELECT * FROM audit", ()
         if execution_id is not None:
             sql, args = sql + " WHERE execution_id = ?", (execution_id,)
-        with self._lock:
-            rows = self._db.execute(sql + " ORDER BY seq", args).fetchall()
-        return [dict(r) for r in rows]
+        return self.db.rows(sql + " ORDER BY seq", args)
 
     # -- API keys (marvin.runtime.apikeys) -------------------------------------------------------
 
@@ -331,132 +413,105 @@ class Store:
         created_at: float,
         expires_at: float | None,
     ) -> None:
-        with self._lock:
-            self._db.execute(
-                "INSERT INTO api_keys (id, name, owner, secret_hash, created_at, expires_at)"
-                " VALUES (?,?,?,?,?,?)",
-                (key_id, name, owner, secret_hash, created_at, expires_at),
-            )
+        self.db.execute(
+            "INSERT INTO api_keys (id, name, owner, secret_hash, created_at, expires_at)"
+            " VALUES (?,?,?,?,?,?)",
+            (key_id, name, owner, secret_hash, created_at, expires_at),
+        )
 
     def api_key(self, key_id: str) -> dict[str, Any] | None:
-        with self._lock:
-            row = self._db.execute("SELECT * FROM api_keys WHERE id = ?", (key_id,)).fetchone()
-        return None if row is None else dict(row)
+        return self.db.one("SELECT * FROM api_keys WHERE id = ?", (key_id,))
 
     def api_keys(self) -> list[dict[str, Any]]:
-        with self._lock:
-            rows = self._db.execute("SELECT * FROM api_keys ORDER BY created_at").fetchall()
-        return [dict(r) for r in rows]
+        return self.db.rows("SELECT * FROM api_keys ORDER BY created_at")
 
     def revoke_api_key(self, key_id: str, at: float) -> bool:
         """True if the key was active and is now revoked."""
-        with self._lock:
-            cur = self._db.execute(
+        return (
+            self.db.execute(
                 "UPDATE api_keys SET revoked_at = ? WHERE id = ? AND revoked_at IS NULL",
                 (at, key_id),
             )
-        return cur.rowcount > 0
+            > 0
+        )
 
     def touch_api_key(self, key_id: str, at: float) -> None:
-        with self._lock:
-            self._db.execute("UPDATE api_keys SET last_used = ? WHERE id = ?", (at, key_id))
+        self.db.execute("UPDATE api_keys SET last_used = ? WHERE id = ?", (at, key_id))
 
     # -- approvals and plans (marvin.runtime.approvals, marvin.runtime.plans) -----------------
-    # Plain SQL with ? placeholders and compare-and-set updates: a press may reach any replica.
+    # Compare-and-set updates: a press may reach any replica.
 
     def add_approval(self, row: Mapping[str, Any]) -> None:
         self._insert("approvals", row)
 
     def approval(self, ex_id: str) -> dict[str, Any] | None:
-        return self._one("SELECT * FROM approvals WHERE execution_id = ?", (ex_id,))
+        return self.db.one("SELECT * FROM approvals WHERE execution_id = ?", (ex_id,))
 
     def open_approvals(self) -> list[dict[str, Any]]:
-        with self._lock:
-            rows = self._db.execute(
-                "SELECT * FROM approvals WHERE state = 'pending' ORDER BY created_at"
-            ).fetchall()
-        return [dict(r) for r in rows]
+        return self.db.rows("SELECT * FROM approvals WHERE state = 'pending' ORDER BY created_at")
 
     def close_approval(self, ex_id: str, state: str, by: str | None) -> bool:
         """pending -> ``state`` (approved, rejected, expired, cancelled); False if it was
         closed already (by another press, replica or the expiry). The parameters go."""
-        with self._lock:
-            cur = self._db.execute(
-                "UPDATE approvals SET state = ?, closed_at = ?, closed_by = ?, params = NULL"
-                " WHERE execution_id = ? AND state = 'pending'",
-                (state, time.time(), by, ex_id),
-            )
-        return cur.rowcount > 0
+        changed = self.db.execute(
+            "UPDATE approvals SET state = ?, closed_at = ?, closed_by = ?, params = NULL"
+            " WHERE execution_id = ? AND state = 'pending'",
+            (state, time.time(), by, ex_id),
+        )
+        return changed > 0
 
     def add_vote(self, ex_id: str, voter: str, voter_id: str, vote: str) -> bool:
         """One vote per voter (an email) and approval; False if they voted already."""
-        try:
-            with self._lock:
-                self._db.execute(
-                    "INSERT INTO approval_votes (execution_id, voter, voter_id, vote, at)"
-                    " VALUES (?,?,?,?,?)",
-                    (ex_id, voter, voter_id, vote, time.time()),
-                )
-        except sqlite3.IntegrityError:
-            return False
-        return True
+        added = self.db.execute(
+            "INSERT INTO approval_votes (execution_id, voter, voter_id, vote, at)"
+            " VALUES (?,?,?,?,?) ON CONFLICT (execution_id, voter) DO NOTHING",
+            (ex_id, voter, voter_id, vote, time.time()),
+        )
+        return added > 0
 
     def votes(self, ex_id: str) -> list[dict[str, Any]]:
-        with self._lock:
-            rows = self._db.execute(
-                "SELECT * FROM approval_votes WHERE execution_id = ? ORDER BY at", (ex_id,)
-            ).fetchall()
-        return [dict(r) for r in rows]
+        return self.db.rows(
+            "SELECT * FROM approval_votes WHERE execution_id = ? ORDER BY at", (ex_id,)
+        )
 
     def add_plan(self, row: Mapping[str, Any]) -> None:
         self._insert("plans", row)
 
     def plan(self, ex_id: str) -> dict[str, Any] | None:
-        return self._one("SELECT * FROM plans WHERE execution_id = ?", (ex_id,))
+        return self.db.one("SELECT * FROM plans WHERE execution_id = ?", (ex_id,))
 
     def claim_plan(self, ex_id: str, by: str) -> bool:
         """Mark a plan applied by execution ``by``; False if it was applied already."""
-        with self._lock:
-            cur = self._db.execute(
-                "UPDATE plans SET applied_by = ?, applied_at = ?, params = NULL"
-                " WHERE execution_id = ? AND applied_by IS NULL",
-                (by, time.time(), ex_id),
-            )
-        return cur.rowcount > 0
+        changed = self.db.execute(
+            "UPDATE plans SET applied_by = ?, applied_at = ?, params = NULL"
+            " WHERE execution_id = ? AND applied_by IS NULL",
+            (by, time.time(), ex_id),
+        )
+        return changed > 0
 
     def _insert(self, table: str, row: Mapping[str, Any]) -> None:
         cols = ", ".join(row)
-        with self._lock:
-            self._db.execute(
-                f"INSERT INTO {table} ({cols}) VALUES ({','.join('?' * len(row))})",
-                tuple(row.values()),
-            )
-
-    def _one(self, sql: str, args: tuple[Any, ...]) -> dict[str, Any] | None:
-        with self._lock:
-            row = self._db.execute(sql, args).fetchone()
-        return None if row is None else dict(row)
+        marks = ",".join("?" * len(row))
+        self.db.execute(f"INSERT INTO {table} ({cols}) VALUES ({marks})", tuple(row.values()))
 
     def refusals(self, user_id: str | None, limit: int) -> list[dict[str, Any]]:
         """Refused requests that never became an execution (policy, identity), newest first:
-        ``history`` lists them beside the executions. (Issue 9.)"""
+        ``history`` lists them beside the executions."""
         sql, args = "SELECT * FROM audit WHERE event = 'refused' AND execution_id IS NULL", ()
         if user_id is not None:
             sql, args = sql + " AND user_id = ?", (user_id,)
-        with self._lock:
-            rows = self._db.execute(sql + " ORDER BY seq DESC LIMIT ?", (*args, limit)).fetchall()
-        return [dict(r) for r in rows]
+        return self.db.rows(sql + " ORDER BY seq DESC LIMIT ?", (*args, limit))
 
     def close(self) -> None:
-        with self._lock:
-            self._db.close()
+        unregister(self.db)
+        self.db.close()
 
 
 def _json(value: Any) -> str:
     return json.dumps(value, default=str, sort_keys=True)
 
 
-def _row(row: sqlite3.Row | None) -> dict[str, Any] | None:
+def _row(row: Mapping[str, Any] | None) -> dict[str, Any] | None:
     if row is None:
         return None
     out = dict(row)

@@ -30,7 +30,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
-from marvin.runtime.statedb import StateDB, state_db
+from marvin.runtime.sql import Database
+from marvin.runtime.statedb import state_db, state_target
 
 __all__ = ["UndoRecord", "UndoLog", "undoable", "undo_function", "record_undo", "UNDO_ATTR"]
 
@@ -70,9 +71,9 @@ class UndoRecord:
 
 
 class UndoLog:
-    """The ``undo`` table of the state file."""
+    """The ``undo`` table of the store."""
 
-    def __init__(self, db: StateDB) -> None:
+    def __init__(self, db: Database) -> None:
         self.db = db
 
     @classmethod
@@ -91,8 +92,11 @@ class UndoLog:
     ) -> None:
         """Keep how to undo ``execution_id`` (one record per execution; a later call wins)."""
         self.db.execute(
-            "INSERT OR REPLACE INTO undo (execution_id, ref, target, before, after, summary,"
-            " created_at) VALUES (?,?,?,?,?,?,?)",
+            "INSERT INTO undo (execution_id, ref, target, before, after, summary, created_at)"
+            " VALUES (?,?,?,?,?,?,?) ON CONFLICT (execution_id) DO UPDATE SET"
+            " ref = excluded.ref, target = excluded.target, before = excluded.before,"
+            " after = excluded.after, summary = excluded.summary,"
+            " created_at = excluded.created_at, undone_by = NULL, undone_at = NULL",
             (
                 execution_id,
                 ref,
@@ -147,7 +151,7 @@ def record_undo(
 ) -> None:
     """From a handler: record how to undo this execution. ``before`` and ``after`` are the
     JSON states the command's undo function compares and restores."""
-    log = UndoLog.at(ctx.services.config.file("state.sqlite"))
+    log = UndoLog.at(state_target(ctx.services.config))
     log.record(
         ctx.execution_id,
         ctx.command.ref,

@@ -68,13 +68,19 @@ class FakeSlack(EventBuilders):
         identity: Identity | None = None,
         redeliver_after: float | None = None,
         max_retries: int = 3,
+        spread: bool = False,
+        seed: int | None = None,
     ) -> None:
         """``redeliver_after``: resend un-acked events_api envelopes after this many seconds
         (Slack does so with a new envelope_id, the same event_id, retry_reason "timeout")."""
         self.ident = identity or Identity()
         self.store = Store(self.ident)
         self.socket = SocketModeServer(
-            self.store, redeliver_after=redeliver_after, max_retries=max_retries
+            self.store,
+            redeliver_after=redeliver_after,
+            max_retries=max_retries,
+            spread=spread,
+            seed=seed,
         )
         self.web = WebApi(self.store, self.socket.new_url)
         self._http: WebServer | None = None
@@ -278,9 +284,11 @@ class FakeSlack(EventBuilders):
         retry_reason: str = "",
         envelope_id: str | None = None,
         event_id: str | None = None,
+        avoid: int | None = None,
     ) -> str:
-        """Deliver an ``events_api`` envelope to the newest connection (queued until a client
-        connects, as Slack does); returns its envelope_id once it is on the wire."""
+        """Deliver an ``events_api`` envelope to the newest connection, or with ``spread`` a
+        random one other than ``avoid`` (queued until a client connects, as Slack does);
+        returns its envelope_id once it is on the wire."""
         envelope_id = envelope_id or str(uuid.uuid4())
         now = int(time.time())
         i = self.ident
@@ -326,9 +334,11 @@ class FakeSlack(EventBuilders):
                 stored = self.store.messages.get((channel, edited.get("ts")))
                 if stored is not None:
                     stored["text"] = edited.get("text", stored.get("text"))
-        return self.socket.send(body).envelope_id
+        return self.socket.send(body, avoid).envelope_id
 
-    def send_interactive(self, payload: dict[str, Any], *, envelope_id: str | None = None) -> str:
+    def send_interactive(
+        self, payload: dict[str, Any], *, envelope_id: str | None = None, avoid: int | None = None
+    ) -> str:
         """Deliver an ``interactive`` envelope (e.g. from ``block_actions(...)``)."""
         body = {
             "envelope_id": envelope_id or str(uuid.uuid4()),
@@ -336,11 +346,16 @@ class FakeSlack(EventBuilders):
             "accepts_response_payload": False,
             "payload": payload,
         }
-        return self.socket.send(body).envelope_id
+        return self.socket.send(body, avoid).envelope_id
 
     def send_envelope(self, body: dict[str, Any]) -> str:
         """Deliver a raw envelope (must carry ``envelope_id``), e.g. slash_commands."""
         return self.socket.send(body).envelope_id
+
+    def retry(self, envelope_id: str, reason: str = "timeout") -> str:
+        """Redeliver an envelope as Slack's retry (same event, new envelope_id, the next
+        retry_attempt), on another connection when ``spread`` and there is one."""
+        return self.socket.retry(envelope_id, reason).envelope_id
 
     def wait_ack(self, envelope_id: str, timeout: float = 5.0) -> Envelope:
         """Wait until this envelope, or a redelivery of it, is acknowledged; returns that one."""

@@ -3,6 +3,10 @@
 Speaks the wire protocol real Slack uses: ``hello`` on connect, ``events_api`` / ``interactive``
 envelopes that the client must acknowledge with ``{"envelope_id": ...}``, ``disconnect`` messages,
 and redelivery of unacknowledged events with ``retry_attempt``/``retry_reason``.
+
+Several connections (one app token, several replicas) are held at once. By default an envelope
+goes to the newest, as after a refresh; with ``spread=True`` each envelope, and each retry,
+goes to a connection chosen at random, as Slack does with up to 10 connections of one app.
 """
 
 from __future__ import annotations
@@ -10,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import random
 import socket
 import struct
 import threading
@@ -36,6 +41,7 @@ class Envelope:
     sent_at: float | None = None  # time.monotonic() when written to a socket
     acked_at: float | None = None
     ack_payload: Any = None
+    connection: int | None = None  # which connection (1, 2, ... in connect order) got it
 
     @property
     def type(self) -> str:
@@ -43,9 +49,19 @@ class Envelope:
 
 
 class SocketModeServer:
-    def __init__(self, store: Store, *, redeliver_after: float | None, max_retries: int) -> None:
+    def __init__(
+        self,
+        store: Store,
+        *,
+        redeliver_after: float | None,
+        max_retries: int,
+        spread: bool = False,
+        seed: int | None = None,
+    ) -> None:
         self.store, self.ident = store, store.ident
         self.redeliver_after, self.max_retries = redeliver_after, max_retries
+        self.spread, self._random = spread, random.Random(seed)
+        self._serial: dict[ServerConnection, int] = {}  # connection -> its number
         self.loop = asyncio.new_event_loop()
         self._thread = threading.Thread(
             target=self.loop.run_forever, name="fake-slack-ws", daemon=True
@@ -131,6 +147,7 @@ class SocketModeServer:
             with self.store.cond:
                 self.live.append(conn)
                 self.connection_count += 1
+                self._serial[conn] = self.connection_count
                 pending, self._pending = list(self._pending), deque()
                 self.store.cond.notify_all()
             for env in pending:
@@ -143,6 +160,7 @@ class SocketModeServer:
             with self.store.cond:
                 if conn in self.live:
                     self.live.remove(conn)
+                self._serial.pop(conn, None)
                 self.store.cond.notify_all()
 
     def _on_client_message(self, raw: str | bytes) -> None:
@@ -164,23 +182,25 @@ class SocketModeServer:
 
     # -- sending -----------------------------------------------------------------------------
 
-    def send(self, body: dict[str, Any]) -> Envelope:
-        """Send (or queue, if no client is connected) an envelope; blocks until it is written."""
+    def send(self, body: dict[str, Any], avoid: int | None = None) -> Envelope:
+        """Send (or queue, if no client is connected) an envelope; blocks until it is written.
+        ``avoid``: with ``spread``, not to this connection (when another is live)."""
         env = Envelope(body["envelope_id"], body, body["envelope_id"])
         with self.store.cond:
             if env.envelope_id in self.envelopes:
                 raise ValueError(f"envelope_id {env.envelope_id} already used")
             self.envelopes[env.envelope_id] = env
-        asyncio.run_coroutine_threadsafe(self._deliver(env), self.loop).result(5)
+        asyncio.run_coroutine_threadsafe(self._deliver(env, avoid), self.loop).result(5)
         return env
 
-    async def _deliver(self, env: Envelope) -> None:
+    async def _deliver(self, env: Envelope, avoid: int | None = None) -> None:
         with self.store.cond:
-            conn = self.live[-1] if self.live else None  # newest wins, as after a refresh
+            conn = self._pick(avoid)
             if conn is None:
                 self._pending.append(env)
                 return
             env.sent_at = time.monotonic()
+            env.connection = self._serial.get(conn)
         try:
             await conn.send(json.dumps(env.body))
         except ConnectionClosed:
@@ -189,6 +209,32 @@ class SocketModeServer:
             return
         if self.redeliver_after is not None and env.type == "events_api":
             self.loop.call_later(self.redeliver_after, self._maybe_redeliver, env)
+
+    def _pick(self, avoid: int | None) -> ServerConnection | None:
+        """The connection for the next envelope (caller holds the condition)."""
+        if not self.live:
+            return None
+        if not self.spread:
+            return self.live[-1]  # newest wins, as after a refresh
+        others = [c for c in self.live if self._serial.get(c) != avoid]
+        return self._random.choice(others or self.live)
+
+    def retry(self, envelope_id: str, reason: str = "timeout") -> Envelope:
+        """Slack's retry of an envelope (acked or not: Slack retries when the ack came too
+        late): a new envelope_id, the same payload, retry_attempt + 1; with ``spread``, on
+        another connection than the one that got it when there is one."""
+        with self.store.cond:
+            env = self.envelopes[envelope_id]
+            new_id = str(uuid.uuid4())
+            body = {**env.body, "envelope_id": new_id}
+            body.update(retry_attempt=int(env.body.get("retry_attempt", 0)) + 1)
+            body.update(retry_reason=reason)
+            retry = Envelope(new_id, body, env.first_id)
+            self.envelopes[new_id] = retry
+        asyncio.run_coroutine_threadsafe(
+            self._deliver(retry, avoid=env.connection), self.loop
+        ).result(5)
+        return retry
 
     def _maybe_redeliver(self, env: Envelope) -> None:
         with self.store.cond:
@@ -203,7 +249,7 @@ class SocketModeServer:
             body.update(retry_attempt=attempt, retry_reason="timeout")
             retry = Envelope(new_id, body, env.first_id)
             self.envelopes[new_id] = retry
-        self.loop.create_task(self._deliver(retry))
+        self.loop.create_task(self._deliver(retry, avoid=env.connection))
 
     def send_disconnect(self, reason: str, close_after: float | None) -> None:
         async def go() -> None:

@@ -29,7 +29,7 @@ from marvin.frontends.slack.approve import ACTION_PATTERN as APPROVAL_ACTIONS
 from marvin.frontends.slack.approve import ApprovalPresses
 from marvin.frontends.slack.channels import CHANNEL_EVENTS, ChannelNames
 from marvin.frontends.slack.confirm import ACTION_PATTERN, Confirmations
-from marvin.frontends.slack.events import Deduper, Gate, Inbound, to_message
+from marvin.frontends.slack.events import Gate, Inbound, SharedDeduper, to_message
 from marvin.frontends.slack.http import KeepAliveWebClient
 from marvin.frontends.slack.responder import SlackResponder
 from marvin.frontends.slack.settings import SlackSettings
@@ -80,13 +80,18 @@ class SlackBot:
         bot_user_id: str | None,
     ) -> None:
         self.marvin, self.client, self.settings = marvin, client, settings
-        self.gate = Gate(Deduper(settings.dedupe_seconds, settings.dedupe_max), bot_user_id)
+        # Dedupe and confirmations live in the store: a redelivery or a button press may
+        # reach any replica (Socket Mode spreads envelopes over connections).
+        deduper = SharedDeduper(marvin.shared, settings.dedupe_seconds)
+        self.gate = Gate(deduper, bot_user_id)
         self.confirmations = Confirmations(
             client,
             self._submit,
             timeout=settings.confirm_timeout,
             call_later=marvin.call_later,
             audit=self._audit_press,
+            shared=marvin.shared,
+            resume=self._resume,
         )
         # process_before_response: the listener runs right on the socket worker (after our
         # ack) instead of hopping to Bolt's own pool; it only enqueues, so this is quick.
@@ -162,6 +167,10 @@ class SlackBot:
 
     def _on_action(self, ack: Callable[[], Any], body: dict[str, Any]) -> None:
         ack()  # already acknowledged on the socket; this just keeps Bolt content
+        click = body.get("trigger_id") or (body.get("actions") or [{}])[0].get("action_ts")
+        if click and self.gate.deduper.seen([("ia", str(click))]):
+            log.info("duplicate interaction dropped", trigger_id=click)
+            return
         self.confirmations.on_action(body)
 
     def _on_approval(self, ack: Callable[[], Any], body: dict[str, Any]) -> None:
@@ -196,6 +205,17 @@ class SlackBot:
             settings=self.settings,
             confirmations=self.confirmations,
         )
+
+    def _resume(self, request: dict[str, Any], ok: bool) -> None:
+        """A Confirm/Cancel press for a question another replica asked (on Marvin's pool)."""
+        user = (request.get("user") or {}).get("id") or ""
+        channel, ts = request.get("channel") or "", request.get("ts") or ""
+        is_dm = bool(request.get("is_dm"))
+        event = {"channel": channel, "ts": ts, "user": user}
+        if request.get("thread") and request.get("thread") != ts:
+            event["thread_ts"] = request["thread"]
+        responder = self.responder(Inbound(event, None, is_dm))
+        self.marvin.resume(request, ok, responder)
 
     def responder(self, inbound: Inbound) -> SlackResponder:
         event = inbound.event

@@ -3,12 +3,17 @@
 Only the requester may answer; others get an ephemeral note. A question not answered within
 ``timeout`` seconds is dropped (its message says so) and a late press is told it expired. The
 answer (``on_result``) runs on Marvin's pool through ``submit``, never on a Bolt thread.
+
+With ``shared`` (the store's open confirmations), the question is also kept in the store: a
+press that Slack delivers to another replica claims it there and resumes the request through
+``resume``; the per-user limit counts questions on every replica.
 """
 
 from __future__ import annotations
 
 import re
 import threading
+import time
 import uuid
 from collections import OrderedDict
 from collections.abc import Callable
@@ -18,6 +23,9 @@ from typing import Any
 import structlog
 from slack_sdk import WebClient
 from slack_sdk.errors import SlackApiError, SlackClientError
+
+from marvin.core.facade import SharedState
+from marvin.core.model import Confirmation
 
 __all__ = ["Confirmations", "CONFIRM", "CANCEL", "ACTION_PATTERN"]
 
@@ -55,6 +63,8 @@ class Confirmations:
         call_later: Callable[[float, Callable[[], None]], Callable[[], None]] | None = None,
         per_user: int = 5,
         audit: Callable[[str, str, str | None, str], None] | None = None,
+        shared: SharedState | None = None,
+        resume: Callable[[dict[str, Any], bool], None] | None = None,
     ) -> None:
         self.client, self.submit, self.timeout = client, submit, timeout
         # audit(presser, channel, ref, why): every refused press is an attempt on record.
@@ -63,6 +73,7 @@ class Confirmations:
         # spawn hundreds); a plain threading.Timer only when none is given.
         self.call_later = call_later or _thread_timer
         self.per_user = per_user
+        self.shared, self.resume = shared, resume
         self._pending: dict[str, _Pending] = {}
         self._closed: OrderedDict[str, str] = OrderedDict()  # token -> "expired" | "answered"
         self._remember = remember
@@ -79,6 +90,8 @@ class Confirmations:
     ) -> None:
         with self._lock:
             waiting = sum(1 for p in self._pending.values() if p.requester == requester)
+        if self.shared is not None:
+            waiting = max(waiting, self.shared.waiting(requester))  # on every replica
         if waiting >= self.per_user:
             self._ephemeral(
                 channel,
@@ -112,11 +125,24 @@ class Confirmations:
         pending = _Pending(requester, prompt, on_result, channel, "", thread_ts)
         with self._lock:
             self._pending[token] = pending
+        if self.shared is not None:
+            request = on_result.request if isinstance(on_result, Confirmation) else None
+            self.shared.ask(
+                token,
+                requester=requester,
+                prompt=prompt,
+                request=request,
+                channel=channel,
+                thread_ts=thread_ts,
+                expires_at=time.time() + self.timeout,
+            )
         try:
             resp = self.client.chat_postMessage(**kwargs)
         except _ERRORS:
             with self._lock:
                 self._pending.pop(token, None)
+            if self.shared is not None:
+                self.shared.close(token, "failed")
             log.warning("could not post a confirmation", channel=channel, exc_info=True)
             self._ephemeral(
                 channel,
@@ -128,6 +154,8 @@ class Confirmations:
             return
         pending.channel, pending.ts = resp["channel"], resp["ts"]
         pending.posted.set()
+        if self.shared is not None:
+            self.shared.posted(token, pending.channel, pending.ts)
         with self._lock:
             if token in self._pending:  # not answered in the meantime
                 pending.stop_timer = self.call_later(self.timeout, lambda: self._expire(token))
@@ -140,6 +168,11 @@ class Confirmations:
         container = body.get("container") or {}
         channel = container.get("channel_id") or (body.get("channel") or {}).get("id", "")
         thread_ts = (body.get("message") or {}).get("thread_ts")
+        if self.shared is not None:
+            # The pressed message's ts: the asking replica may not have stored it yet.
+            message_ts = container.get("message_ts") or (body.get("message") or {}).get("ts")
+            self._press_shared(token, ok, presser, channel, thread_ts, message_ts)
+            return
         with self._lock:
             pending = self._pending.get(token)
             if pending is not None and presser == pending.requester:
@@ -169,6 +202,63 @@ class Confirmations:
         self._close_message(pending, f"{pending.prompt}\n{verdict}.")
         log.info("confirmation answered", confirmed=ok, user=presser)
         pending.on_result(ok)
+
+    def _press_shared(
+        self,
+        token: str,
+        ok: bool,
+        presser: str,
+        channel: str,
+        thread_ts: str | None,
+        message_ts: str | None,
+    ) -> None:
+        """The store decides which press counts, whichever replica asked the question."""
+        assert self.shared is not None
+        verdict, row = self.shared.answer(token, presser)
+        if verdict == "not_yours" and row is not None:
+            text = f"Only <@{row['requester']}> can confirm or cancel this."
+            ref = _REF.search(row["prompt"] or "")
+            why = f"not the requester ({row['requester']})"
+            self._refused(presser, channel, ref.group(1) if ref else None, why)
+            self._ephemeral(channel, presser, text, row["thread_ts"])
+            return
+        if verdict != "answered" or row is None:
+            why = "already answered (a replayed press)" if verdict == "closed" else "expired"
+            self._refused(
+                presser, channel, None, why if row is not None else "unknown confirmation"
+            )
+            text = (
+                "This was already answered."
+                if verdict == "closed"
+                else "This confirmation has expired; nothing was run. "
+                "Ask again if you still need it."
+            )
+            self._ephemeral(channel, presser, text, thread_ts)
+            return
+        with self._lock:
+            pending = self._pending.pop(token, None)
+            self._forget(token, "answered")
+        if pending is None:  # asked by another replica: its message, from the store
+            pending = _Pending(
+                row["requester"], row["prompt"], _nothing, row["channel"] or channel,
+                row["ts"] or message_ts or "", row["thread_ts"],
+            )  # fmt: skip
+            if pending.ts:
+                pending.posted.set()
+        elif pending.stop_timer is not None:
+            pending.stop_timer()
+        verdict_text = (
+            f":white_check_mark: <@{presser}> confirmed" if ok else f"<@{presser}> cancelled"
+        )
+        if pending.posted.is_set() or pending.on_result is not _nothing:
+            self._close_message(pending, f"{pending.prompt}\n{verdict_text}.")
+        log.info("confirmation answered", confirmed=ok, user=presser)
+        if pending.on_result is not _nothing:
+            pending.on_result(ok)
+        elif row["request"] is not None and self.resume is not None:
+            self.resume(row["request"], ok)
+        else:
+            self._ephemeral(channel, presser, "I can't resume this request here.", thread_ts)
 
     def on_action(self, body: dict[str, Any]) -> None:
         """From the Bolt listener: hand the click to Marvin's pool."""
@@ -211,6 +301,8 @@ class Confirmations:
             if pending is None:
                 return
             self._forget(token, "expired")
+        if self.shared is not None and not self.shared.close(token, "expired"):
+            return  # answered on another replica meanwhile
         log.info("confirmation expired", user=pending.requester)
         self._close_message(pending, f"{pending.prompt}\n:hourglass: Expired; nothing was run.")
         try:
@@ -255,6 +347,10 @@ def _button(label: str, action_id: str, value: str, style: str | None) -> dict[s
     if style:
         out["style"] = style
     return out
+
+
+def _nothing(_ok: bool) -> None:
+    return None
 
 
 def _thread_timer(delay: float, fn: Callable[[], None]) -> Callable[[], None]:

@@ -4,7 +4,8 @@ A bot must never trigger Marvin, so anything with a bot marker, a hidden subtype
 author is dropped. Slack redelivers un-acknowledged envelopes, sometimes resends one, and has
 been seen sending one message under two event ids (and a DM mention arrives both as
 ``app_mention`` and as ``message``), so acceptance is keyed both by event id and by
-``(channel, ts)``.
+``(channel, ts)``. ``SharedDeduper`` keeps those keys in the store, so a redelivery is caught
+on whichever replica it lands, and after a restart.
 """
 
 from __future__ import annotations
@@ -18,9 +19,10 @@ from typing import Any
 
 import structlog
 
+from marvin.core.facade import SharedState
 from marvin.core.model import Message, Responder, User
 
-__all__ = ["Deduper", "Gate", "Inbound", "classify", "to_message"]
+__all__ = ["Deduper", "SharedDeduper", "Gate", "Inbound", "classify", "to_message"]
 
 log = structlog.get_logger("marvin.slack.events")
 
@@ -102,10 +104,23 @@ class Deduper:
         return len(self._seen)
 
 
+class SharedDeduper:
+    """``Deduper.seen`` on the store's claims (``SharedState.claim``): a key is recorded only
+    once the store has it, so a failed claim never hides the redelivery that follows."""
+
+    def __init__(self, shared: SharedState, ttl: float = 900.0) -> None:
+        self.shared, self.ttl = shared, ttl
+
+    def seen(self, keys: Iterable[Hashable]) -> bool:
+        keys = [k for k in keys if k is not None]
+        names = ["slack:" + ":".join(map(str, k)) if isinstance(k, tuple) else str(k) for k in keys]
+        return not self.shared.claim(names, self.ttl)
+
+
 class Gate:
     """Filter, then deduplicate. Returns the Inbound to act on, or None."""
 
-    def __init__(self, deduper: Deduper, bot_user_id: str | None) -> None:
+    def __init__(self, deduper: Deduper | SharedDeduper, bot_user_id: str | None) -> None:
         self.deduper, self.bot_user_id = deduper, bot_user_id
 
     def accept(self, payload: dict[str, Any], retry_attempt: int | None = None) -> Inbound | None:

@@ -38,7 +38,7 @@ class SlackSettings:
     file_threshold_chars: int = 20000  # longer than this: attached as a file instead
     confirm_timeout: float = 300.0  # Confirm/Cancel buttons expire after this
     dedupe_seconds: float = 900.0  # remember event ids and (channel, ts) this long
-    dedupe_max: int = 100_000  # ...but never more entries than this
+    dedupe_max: int = 100_000  # unused since the claims live in the store; still accepted
     health_host: str = "0.0.0.0"  # the probe comes from outside the container
 
     @classmethod
