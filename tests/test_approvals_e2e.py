@@ -9,7 +9,6 @@ import os
 import sqlite3
 import subprocess
 import sys
-import textwrap
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -18,7 +17,7 @@ from typing import Any
 import pytest
 
 from tests.fakes.slack import ApiError, Call, FakeSlack
-from tests.test_slack_serve import ROOT, Serve
+from tests.serving import ROOT, Serve, marvin_yaml
 
 pytestmark = pytest.mark.timeout(90)
 
@@ -62,32 +61,17 @@ def write_config(root: Path) -> Path:
     (root / "commands").mkdir(parents=True, exist_ok=True)
     (root / "commands" / "shipping.py").write_text(COMMANDS)
     (root / "rbac.yaml").write_text(RBAC)
-    (root / "directory.yaml").write_text(
-        "users:\n"
+    return marvin_yaml(
+        root,
+        directory="users:\n"
         "  alice@example.com: {groups: [developers]}\n"
         "  bob@example.com: {groups: [admins]}\n"
         "  carol@example.com: {groups: [admins]}\n"
-        "  dave@example.com: {groups: [developers]}\n"
+        "  dave@example.com: {groups: [developers]}\n",
+        commands={"paths": ["commands"], "lint": "off"},
+        jobs={"workers": 4},
+        security={"policy": "rbac.yaml", "slack": {"cache_ttl": 600}},
     )
-    config = root / "marvin.yaml"
-    config.write_text(
-        textwrap.dedent(
-            f"""\
-            commands: {{paths: [commands], lint: "off"}}
-            vocabulary: {ROOT / "config" / "vocabulary.yaml"}
-            state: {{sqlite: state.sqlite3}}
-            jobs: {{workers: 4, grace_seconds: 2}}
-            security:
-              policy: rbac.yaml
-              directory: {{backend: static, path: directory.yaml}}
-              slack: {{cache_ttl: 600}}
-            slack:
-              ping_interval: 1
-            logging: {{level: info}}
-            """
-        )
-    )
-    return config
 
 
 CHANNELS = [

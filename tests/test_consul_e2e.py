@@ -9,7 +9,6 @@ import re
 import sqlite3
 import subprocess
 import sys
-import textwrap
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -18,38 +17,21 @@ import pytest
 
 from tests.fakes.consul import FakeConsul, free_port
 from tests.fakes.slack import CHANNEL, Call, FakeSlack
-from tests.test_slack_serve import Serve, posts, text_has
+from tests.serving import ROOT, Serve, marvin_yaml
+from tests.test_slack_serve import posts, text_has
 
-ROOT = Path(__file__).resolve().parent.parent
 pytestmark = pytest.mark.timeout(90)
 ALICE, BOB = "U0ALICE", "U0BOB"  # alice: ops (so platform-admins); bob: developers
 EX = re.compile(r"`(ex-[0-9a-f]{6})`")
 
 
 def write_config(root: Path) -> Path:
-    root.mkdir(parents=True, exist_ok=True)
-    (root / "directory.yaml").write_text(
-        "users:\n  alice@example.com: {groups: [ops]}\n  bob@example.com: {groups: [developers]}\n"
-        "groups:\n  platform-admins: {members: [ops]}\n"
+    return marvin_yaml(
+        root,
+        directory="users:\n  alice@example.com: {groups: [ops]}\n"
+        "  bob@example.com: {groups: [developers]}\ngroups:\n  platform-admins: {members: [ops]}\n",
+        consul={"timeout": 2},
     )
-    config = root / "marvin.yaml"
-    config.write_text(
-        textwrap.dedent(
-            f"""\
-            commands: {{paths: [{ROOT / "commands"}]}}
-            vocabulary: {ROOT / "config" / "vocabulary.yaml"}
-            state: {{sqlite: state.sqlite3}}
-            jobs: {{workers: 8, grace_seconds: 2}}
-            security:
-              policy: {ROOT / "config" / "rbac.yaml"}
-              directory: {{backend: static, path: directory.yaml}}
-            slack: {{ping_interval: 1}}
-            consul: {{timeout: 2}}
-            logging: {{level: info}}
-            """
-        )
-    )
-    return config
 
 
 def start(fake: FakeSlack, config: Path, consul: FakeConsul) -> Serve:

@@ -7,7 +7,6 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-import textwrap
 from pathlib import Path
 
 import boto3
@@ -17,10 +16,9 @@ from tests.fakes import aws
 from tests.fakes.duo import FakeDuo, fake_duo_fixture  # noqa: F401  (fixture "fake_duo")
 from tests.fakes.slack import FakeSlack
 from tests.fakes.yum import RC, YumRepos
+from tests.serving import ROOT, Serve, marvin_yaml
 from tests.test_deploy import launch
-from tests.test_slack_serve import Serve
 
-ROOT = Path(__file__).resolve().parent.parent
 ALICE, BOB = "U0ALICE", "U0BOB"  # config/directory.yaml: alice is ops (platform-admins), bob not
 moto_server = aws.moto_server
 aws_env = aws.aws_env
@@ -29,34 +27,26 @@ pytestmark = pytest.mark.timeout(90)
 
 def write_config(folder: Path, repos: YumRepos, duo: FakeDuo) -> Path:
     """The shape of config/marvin.yaml, with the project's commands, policy and directory."""
-    config = folder / "marvin.yaml"
-    config.write_text(
-        textwrap.dedent(
-            f"""\
-            commands: {{paths: [{ROOT / "commands"}]}}
-            vocabulary: {ROOT / "config" / "vocabulary.yaml"}
-            state: {{sqlite: state.sqlite3}}
-            jobs: {{workers: 8, grace_seconds: 2}}
-            deploy:
-              ga_repo_url: {repos.server.template("ga")}
-              staging_repo_url: {repos.server.template("staging")}
-              poll_seconds: 0.05
-              batch_size: 2
-            security:
-              policy: {ROOT / "config" / "rbac.yaml"}
-              directory: {{backend: static, path: {ROOT / "config" / "directory.yaml"}}}
-              duo:
-                enabled: true
-                ikey: {duo.ikey}
-                skey_env: TEST_DUO_SKEY
-                host: "{duo.host}"
-                ca_certs: "{duo.ca_certs}"
-                timeout: 10
-            slack: {{ping_interval: 1}}
-            """
-        )
+    return marvin_yaml(
+        folder,
+        deploy={
+            "ga_repo_url": repos.server.template("ga"),
+            "staging_repo_url": repos.server.template("staging"),
+            "poll_seconds": 0.05,
+            "batch_size": 2,
+        },
+        security={
+            "directory": {"path": str(ROOT / "config" / "directory.yaml")},
+            "duo": {
+                "enabled": True,
+                "ikey": duo.ikey,
+                "skey_env": "TEST_DUO_SKEY",
+                "host": duo.host,
+                "ca_certs": str(duo.ca_certs),
+                "timeout": 10,
+            },
+        },
     )
-    return config
 
 
 @pytest.fixture

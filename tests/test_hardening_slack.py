@@ -15,7 +15,8 @@ import pytest
 
 from tests.fakes.slack import CHANNEL, FakeSlack
 from tests.fakes.slack_web import ApiError
-from tests.test_slack_serve import ALICE, BOB, CAROL, Serve, add_users, text_has, write_config
+from tests.serving import Serve
+from tests.test_slack_serve import ALICE, BOB, CAROL, add_users, text_has, write_config
 
 pytestmark = pytest.mark.timeout(90)
 

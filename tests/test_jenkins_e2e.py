@@ -8,7 +8,6 @@ import os
 import re
 import subprocess
 import sys
-import textwrap
 import time
 import urllib.request
 from collections.abc import Iterator
@@ -23,47 +22,31 @@ from tests.fakes.agents import AgentSync
 from tests.fakes.ecs_exit import EcsExitProxy
 from tests.fakes.jenkins import FakeJenkins, choice, string
 from tests.fakes.slack import FakeSlack
-from tests.test_slack_serve import Serve
+from tests.serving import ROOT, Serve, marvin_yaml
 
 moto_server = aws.moto_server
 pytestmark = pytest.mark.timeout(90)
-ROOT = Path(__file__).resolve().parent.parent
 ALICE, TOKEN, GROUP = "U0ALICE", "jenkins-token-e2e-42", "jenkins-agents"
 LOGS = {"awslogs-group": "/ecs/migrations", "awslogs-stream-prefix": "mig"}
 PARAMS = [string("VERSION"), choice("TARGET", ["dev", "qa"])]
 
 
 def write_config(root: Path) -> Path:
-    (root / "directory.yaml").write_text("users:\n  alice@example.com: {groups: [ops]}\n")
-    config = root / "marvin.yaml"
-    config.write_text(
-        textwrap.dedent(
-            f"""\
-            commands: {{paths: [{ROOT / "commands"}]}}
-            vocabulary: {ROOT / "config" / "vocabulary.yaml"}
-            state: {{sqlite: state.sqlite3}}
-            jobs: {{workers: 8, grace_seconds: 2}}
-            security:
-              policy: {ROOT / "config" / "rbac.yaml"}
-              directory: {{backend: static, path: directory.yaml}}
-            slack: {{ping_interval: 1}}
-            jenkins:
-              url: ${{JENKINS_URL}}
-              user: ${{JENKINS_USER}}
-              api_token: ${{JENKINS_API_TOKEN}}
-              jobs: [deploy-*]
-              poll_seconds: 0.2
-              workers_group: {GROUP}
-              workers_nodes: agent-*
-              workers_timeout: 30
-            migrations:
-              subnets: [subnet-1]
-              security_groups: [sg-1]
-              poll_seconds: 0.1
-            """
-        )
+    return marvin_yaml(
+        root,
+        directory="users:\n  alice@example.com: {groups: [ops]}\n",
+        jenkins={
+            "url": "${JENKINS_URL}",
+            "user": "${JENKINS_USER}",
+            "api_token": "${JENKINS_API_TOKEN}",
+            "jobs": ["deploy-*"],
+            "poll_seconds": 0.2,
+            "workers_group": GROUP,
+            "workers_nodes": "agent-*",
+            "workers_timeout": 30,
+        },
+        migrations={"subnets": ["subnet-1"], "security_groups": ["sg-1"], "poll_seconds": 0.1},
     )
-    return config
 
 
 @pytest.fixture(scope="module")

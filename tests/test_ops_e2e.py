@@ -14,7 +14,6 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-import yaml
 
 from tests import ops_world as world
 from tests.fakes import aws, sidekiq
@@ -22,36 +21,24 @@ from tests.fakes.ecs_scheduler import CIRCUIT_BREAKER, EcsScheduler
 from tests.fakes.rds_lifecycle import RdsLifecycle
 from tests.fakes.sidekiq import PASSWORD, Fleet, push_job
 from tests.fakes.slack import FakeSlack
-from tests.test_slack_serve import Serve
+from tests.serving import ROOT, Serve, marvin_yaml
 
 moto_server = aws.moto_server
 aws_env = aws.aws_env
 redis_server = sidekiq.redis_server
-ROOT = Path(__file__).resolve().parent.parent
 ALICE, BOB = "U0ALICE", "U0BOB"  # ops (also platform-admins), developers
 
 
 def write_config(root: Path) -> Path:
-    (root / "directory.yaml").write_text(
-        "users:\n  alice@example.com: {groups: [ops]}\n  bob@example.com: {groups: [developers]}\n"
-        "groups:\n  platform-admins: {members: [ops]}\n"
+    fast = copy.deepcopy(world.FAST)
+    fast["sidekiq"]["redis_url"] = "${SIDEKIQ_REDIS_URL:-}"
+    return marvin_yaml(
+        root,
+        directory="users:\n  alice@example.com: {groups: [ops]}\n"
+        "  bob@example.com: {groups: [developers]}\ngroups:\n  platform-admins: {members: [ops]}\n",
+        commands={"lint": "strict"},
+        **fast,
     )
-    data = {
-        "commands": {"paths": [str(ROOT / "commands")], "lint": "strict"},
-        "vocabulary": str(ROOT / "config" / "vocabulary.yaml"),
-        "state": {"sqlite": "state.sqlite3"},
-        "jobs": {"workers": 8, "grace_seconds": 2},
-        "security": {
-            "policy": str(ROOT / "config" / "rbac.yaml"),  # the project's own policy
-            "directory": {"backend": "static", "path": "directory.yaml"},
-        },
-        "slack": {"ping_interval": 1},
-        **copy.deepcopy(world.FAST),
-    }
-    data["sidekiq"]["redis_url"] = "${SIDEKIQ_REDIS_URL:-}"
-    config = root / "marvin.yaml"
-    config.write_text(yaml.safe_dump(data))
-    return config
 
 
 def service_env(moto: str, redis_url: str) -> dict[str, str]:

@@ -5,7 +5,6 @@ Slack and moto in server mode: ``plan`` a stack with moto's change sets, ``apply
 from __future__ import annotations
 
 import sqlite3
-import textwrap
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -15,7 +14,7 @@ import pytest
 
 from tests.fakes import aws
 from tests.fakes.slack import Call, FakeSlack
-from tests.test_slack_serve import ROOT, Serve
+from tests.serving import ROOT, Serve, marvin_yaml
 
 moto_server = aws.moto_server
 pytestmark = pytest.mark.timeout(120)
@@ -38,31 +37,18 @@ rules:
 
 def write_config(root: Path) -> Path:
     (root / "rbac.yaml").write_text(RBAC)
-    (root / "directory.yaml").write_text(
-        "users:\n  alice@example.com: {groups: [developers]}\n"
-        "  bob@example.com: {groups: [admins]}\n"
+    return marvin_yaml(
+        root,
+        directory="users:\n  alice@example.com: {groups: [developers]}\n"
+        "  bob@example.com: {groups: [admins]}\n",
+        commands={"lint": "off"},
+        jobs={"workers": 4},
+        security={"policy": "rbac.yaml"},
+        cloudformation={
+            "template": str(ROOT / "config" / "templates" / "environment.yaml"),
+            "poll_seconds": 0.2,
+        },
     )
-    config = root / "marvin.yaml"
-    config.write_text(
-        textwrap.dedent(
-            f"""\
-            commands: {{paths: [{ROOT / "commands"}], lint: "off"}}
-            vocabulary: {ROOT / "config" / "vocabulary.yaml"}
-            state: {{sqlite: state.sqlite3}}
-            jobs: {{workers: 4, grace_seconds: 2}}
-            security:
-              policy: rbac.yaml
-              directory: {{backend: static, path: directory.yaml}}
-            cloudformation:
-              template: {ROOT / "config" / "templates" / "environment.yaml"}
-              poll_seconds: 0.2
-            slack:
-              ping_interval: 1
-            logging: {{level: info}}
-            """
-        )
-    )
-    return config
 
 
 @pytest.fixture(scope="module")

@@ -4,12 +4,8 @@ test where it matters); tests that kill the fake or the process start their own.
 
 from __future__ import annotations
 
-import os
 import signal
 import socket
-import subprocess
-import sys
-import textwrap
 import time
 import urllib.error
 import urllib.request
@@ -19,8 +15,8 @@ from pathlib import Path
 import pytest
 
 from tests.fakes.slack import CHANNEL, Call, FakeSlack
+from tests.serving import Serve, marvin_yaml
 
-ROOT = Path(__file__).resolve().parent.parent
 pytestmark = pytest.mark.timeout(60)
 
 ALICE, BOB, CAROL = "U0ALICE", "U0BOB", "U0CAROL"
@@ -59,28 +55,13 @@ def write_config(root: Path) -> Path:
     (root / "commands").mkdir(parents=True, exist_ok=True)
     (root / "commands" / "testcmds.py").write_text(COMMANDS)
     (root / "rbac.yaml").write_text("rules:\n  - commands: ['test.*']\n    everyone: true\n")
-    (root / "directory.yaml").write_text(
-        "users:\n  alice@example.com: {groups: [ops]}\n  bob@example.com: {groups: [developers]}\n"
-        "  carol@example.com: {groups: [developers]}\n"
+    return marvin_yaml(
+        root,
+        directory="users:\n  alice@example.com: {groups: [ops]}\n"
+        "  bob@example.com: {groups: [developers]}\n  carol@example.com: {groups: [developers]}\n",
+        commands={"paths": ["commands"], "lint": "off"},
+        security={"policy": "rbac.yaml"},
     )
-    config = root / "marvin.yaml"
-    config.write_text(
-        textwrap.dedent(
-            f"""\
-            commands: {{paths: [commands], lint: "off"}}
-            vocabulary: {ROOT / "config" / "vocabulary.yaml"}
-            state: {{sqlite: state.sqlite3}}
-            jobs: {{workers: 8, grace_seconds: 2}}
-            security:
-              policy: rbac.yaml
-              directory: {{backend: static, path: directory.yaml}}
-            slack:
-              ping_interval: 1
-            logging: {{level: info}}
-            """
-        )
-    )
-    return config
 
 
 def add_users(fake: FakeSlack) -> None:
@@ -92,37 +73,6 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
-
-
-class Serve:
-    """``python -m marvin --config <config> serve`` pointed at ``fake``."""
-
-    def __init__(
-        self, fake: FakeSlack, config: Path, *extra: str, env: dict[str, str] | None = None
-    ) -> None:
-        self.log = config.parent / f"serve-{time.monotonic_ns()}.log"
-        full_env = {**os.environ, **fake.env(), **(env or {}), "PYTHONPATH": str(ROOT)}
-        with self.log.open("w") as out:
-            self.proc = subprocess.Popen(
-                [sys.executable, "-m", "marvin", "--config", str(config), "serve", *extra],
-                cwd=ROOT,
-                env=full_env,
-                stdout=out,
-                stderr=subprocess.STDOUT,
-            )
-
-    def output(self) -> str:
-        return self.log.read_text()
-
-    def stop(self, sig: int = signal.SIGTERM, timeout: float = 15) -> int:
-        if self.proc.poll() is None:
-            self.proc.send_signal(sig)
-        try:
-            return self.proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait(5)
-            raise AssertionError(f"serve did not stop:\n{self.output()[-3000:]}") from None
 
 
 @pytest.fixture(scope="module")
