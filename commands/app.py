@@ -2,6 +2,8 @@
 
 from marvin import ENVIRONMENT, Text, command
 from marvin.actions.deploy import deploy_package
+from marvin.actions.release import plan_rollout
+from marvin.runtime.plans import plans
 
 APP = Text(pattern=r"^[a-z][a-z0-9-]{0,40}$", help="an application (RPM) name such as orders-api")
 RPM_VERSION = Text(
@@ -10,6 +12,11 @@ RPM_VERSION = Text(
 )
 
 
+def plan(ctx, app: str, version: str, environment: str):
+    return plan_rollout(ctx, app=app, version=version, environment=environment)
+
+
+@plans(plan)
 @command(
     "app.deploy",
     "deploy {{ app }} {{ version }} to {{ environment }}",

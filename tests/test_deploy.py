@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -234,3 +235,34 @@ def test_production_needs_admins_duo_and_confirmation(tmp_path: Any, yum_repos: 
     assert not authz.decide(bob, deploy, {**params, "environment": "production-eu"}).allowed
     test = authz.decide(bob, deploy, {**params, "environment": "qa01"})
     assert test.allowed and not test.mfa and not test.confirm
+
+
+def planned(bot: Bot, text: str) -> str:
+    """Send ``plan ...`` and return what the plan's execution said once it ended."""
+    before = {row["id"] for row in bot.app.store.recent(None, 50)}
+    replies = bot.send(text)
+    deadline = time.monotonic() + 20
+    while True:
+        new = [row for row in bot.app.store.recent(None, 50) if row["id"] not in before]
+        if new and bot.app.wait(new[0]["id"], 20)["state"] not in ("queued", "running"):
+            break
+        assert time.monotonic() < deadline, replies.text
+        time.sleep(0.02)
+    time.sleep(0.1)  # the result is said just after the state is recorded
+    return replies.text
+
+
+def test_plan_shows_the_check_and_the_batches_and_changes_nothing(
+    deployer: Callable, estate: dict
+) -> None:
+    bot, sent = deployer()
+    text = planned(bot, "plan deploy orders-api 1.4.1-1.el9 to prod")
+    assert "✓ ga_repository: orders-api 1.4.1-1.el9 is in GA" in text, text
+    prod = estate["prod"]
+    assert f"Batch 1/2: {', '.join(prod[:2])}" in text and f"Batch 2/2: {prod[2]}" in text
+    assert sent.commands == []  # a plan sends no SSM command
+    # The command's checks run before its planner too: a plan of what production refuses
+    # says why, and still sends nothing.
+    refused = planned(bot, f"plan deploy orders-api {RC} to prod")
+    assert f"orders-api {RC} is not in GA (production takes only GA packages)" in refused
+    assert sent.commands == []

@@ -9,12 +9,13 @@ from __future__ import annotations
 
 from typing import Any
 
-from marvin.actions.deploy import is_production, repository_for
+from marvin.actions.deploy import is_production, repository_for, tagged_instances
 from marvin.actions.rpm import parse_evr
 from marvin.actions.yum import RepoError, redact_url
 from marvin.core.checks import Verdict, check
+from marvin.runtime.plans import Plan
 
-__all__ = ["ga_repository"]
+__all__ = ["ga_repository", "plan_rollout"]
 
 _SHOWN_VERSIONS = 10
 
@@ -64,3 +65,23 @@ def ga_repository(ctx: Any, app: str, version: str, environment: str) -> Verdict
         record=f"{app} {evr} is in {label} {redact_url(index.url)} revision {index.revision}: "
         f"{package.location.rsplit('/', 1)[-1]} {digest}{verified}",
     )
+
+
+def plan_rollout(ctx: Any, *, app: str, version: str, environment: str) -> Plan:
+    """What ``app.deploy`` would do, changing nothing: the GA check's verdict and the batches
+    of instances in the order they would be updated. ``basis`` is what apply compares."""
+    config = ctx.services.config
+    verdict = ga_repository(ctx, app=app, version=version, environment=environment)
+    instances = tagged_instances(ctx.services.ec2, config, app, environment)
+    size = int(config.get("deploy.batch_size"))
+    batches = [instances[i : i + size] for i in range(0, len(instances), size)]
+    lines = [("✓" if verdict.passed else "✗") + f" ga_repository: {verdict.text}"]
+    if not instances:
+        tags = f"{config.get('deploy.environment_tag')}={environment}, "
+        lines.append(f"No running instances are tagged {tags}{config.get('deploy.app_tag')}={app}.")
+    for n, batch in enumerate(batches, 1):
+        lines.append(f"Batch {n}/{len(batches)}: {', '.join(batch)}")
+    if not verdict.passed:
+        lines.append("The check refuses it: applying this plan would not install anything.")
+    basis = {"check": verdict.passed, "instances": instances, "batch_size": size}
+    return Plan("\n".join(lines), basis=basis, changes=bool(instances) and verdict.passed)
