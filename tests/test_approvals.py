@@ -271,3 +271,17 @@ def test_policy_parses_approve_defaults(tmp_path: Path) -> None:
     assert rule.approve is not None
     assert rule.approve.groups == {"admins"} and rule.approve.count == 1
     assert rule.approve.timeout == 1800.0
+
+
+def test_the_requester_can_cancel_a_request_awaiting_approval(marvin_bot, tmp_path: Path) -> None:
+    bot, _ = make(marvin_bot, tmp_path, count=1)
+    ex_id = bot.send("scale thing prod-db to 4").execution_id
+    other = bot.send(f"cancel {ex_id}", user="erin@example.com")
+    assert "I can't find" in other.text and bot.app.store.get(ex_id)["state"] == "awaiting_approval"
+    mine = bot.send(f"cancel {ex_id}")
+    assert "while it awaited approval; it will not run" in mine.text
+    row = bot.app.store.get(ex_id)
+    assert row["state"] == "cancelled" and "while awaiting approval" in row["reason"]
+    assert bot.app.store.approval(ex_id)["state"] == "cancelled"
+    late, _ = answer(bot, "bob@example.com", ex_id)
+    assert not late.accepted and RAN == []

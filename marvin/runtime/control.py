@@ -26,6 +26,7 @@ if TYPE_CHECKING:
 __all__ = ["cancel", "cancel_outcome", "withdraw", "drain", "recover"]
 
 log = structlog.get_logger("marvin")
+AWAITING_APPROVAL = "awaiting_approval"  # an execution held for two-person approval
 
 
 def cancel(rt: Runtime, ex_id: str, by: User) -> str:
@@ -64,6 +65,8 @@ def cancel_outcome(rt: Runtime, ex_id: str, by: User) -> Outcome:
                 "Say `jobs` to see what is running."
             )
             return Outcome("unknown", text, ex_id)
+        if row["state"] == AWAITING_APPROVAL:
+            return _withdraw_request(rt, row, by)
         text = f"`{ex_id}` ({row['ref']}) is not running: it {row['state'].replace('_', ' ')}."
         return Outcome("finished", text, ex_id, row["ref"])
     ref = job.command.ref
@@ -80,6 +83,26 @@ def cancel_outcome(rt: Runtime, ex_id: str, by: User) -> Outcome:
         return Outcome("forbidden", text, ex_id, ref)
     rt.recorder.record("cancel_requested", asker, execution_id=ex_id)
     return withdraw(rt, job, who)
+
+
+def _withdraw_request(rt: Runtime, row: Mapping[str, Any], by: User) -> Outcome:
+    """Cancel a request still awaiting two-person approval: it will not run, and a later
+    press on its buttons finds it decided."""
+    ex_id, ref, who = row["id"], row["ref"], by.email or by.id
+    if not rt.store.close_approval(ex_id, "cancelled", who):
+        return Outcome("finished", f"`{ex_id}` ({ref}) was decided meanwhile.", ex_id, ref)
+    rt.recorder.record("cancel_requested", Attempt(by, ref), execution_id=ex_id)
+    requester = User(row["user_id"], row["email"], source=row["source"])
+    rt.recorder.outcome(
+        ex_id,
+        "cancelled",
+        Attempt(requester, ref, row["channel"], row["params"]),
+        f"cancelled by {who} while awaiting approval",
+        at=time.time(),
+        only_from=(AWAITING_APPROVAL,),
+    )
+    text = f"Cancelled `{ex_id}` ({ref}) while it awaited approval; it will not run."
+    return Outcome("accepted", text, ex_id, ref)
 
 
 def withdraw(rt: Runtime, job: Job, who: str) -> Outcome:
