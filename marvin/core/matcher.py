@@ -80,8 +80,7 @@ class _Node:
 def bind(cmd: Command, values: dict[str, Any]) -> dict[str, Any]:
     """Apply defaults and types to raw values; raise ParamError for the first bad one."""
     unknown = [k for k in values if k not in cmd.params]
-    bag = _bag(cmd)
-    if unknown and bag is not None:
+    if unknown and (bag := _bag(cmd)) is not None:
         # A command with a Pairs parameter passes the other pairs on (e.g. a Jenkins job's).
         values = _into_bag(bag, values, unknown)
         unknown = []
