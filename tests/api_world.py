@@ -194,8 +194,10 @@ def events(client: httpx.Client, key: str, ex_id: str, timeout: float = 30) -> l
 
 
 class Serve:
-    def __init__(self, config: Path, env: dict[str, str], *args: str) -> None:
-        self.log = config.parent / f"serve-{time.monotonic_ns()}.log"
+    def __init__(
+        self, config: Path, env: dict[str, str], *args: str, log_dir: Path | None = None
+    ) -> None:
+        self.log = (log_dir or config.parent) / f"serve-{time.monotonic_ns()}.log"
         with self.log.open("w") as out:
             self.proc = subprocess.Popen(
                 marvin_cmd(config, *args), cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT
