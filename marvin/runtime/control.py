@@ -45,12 +45,7 @@ def cancel_outcome(rt: Runtime, ex_id: str, by: User) -> Outcome:
         return _cancel_elsewhere(rt, remote, by)
     if job is None:
         row = rt.store.get(ex_id)
-        mine = row is not None and (
-            row["user_id"] == by.id
-            or bool(by.email and (row["email"] or "").lower() == by.email.lower())
-            or bool(rt.jobs.settings.cancel_groups & {g.lower() for g in by.groups})
-        )
-        if not mine:
+        if row is None or not _may_cancel(rt, by, row["user_id"], row["email"]):
             # As `status` answers: the same for "no such id" and "not yours" (ids are no
             # oracle for someone else's past commands); asking about another's is audited.
             if row is not None:
@@ -70,19 +65,28 @@ def cancel_outcome(rt: Runtime, ex_id: str, by: User) -> Outcome:
         text = f"`{ex_id}` ({row['ref']}) is not running: it {row['state'].replace('_', ' ')}."
         return Outcome("finished", text, ex_id, row["ref"])
     ref = job.command.ref
-    who = by.email or by.id
-    own = by.id == job.user_id or bool(by.email and by.email.lower() == job.requester.lower())
-    groups = rt.jobs.settings.cancel_groups
     asker = Attempt(by, ref, job.message.channel)
-    if not own and not (groups & {g.lower() for g in by.groups}):
-        rt.recorder.record(
-            "cancel_refused", asker, execution_id=ex_id, detail=f"requested by {job.requester}"
-        )
-        extra = f" or members of {', '.join(sorted(groups))}" if groups else ""
-        text = f"`{ex_id}` ({ref}) was started by {job.requester}; only they{extra} can cancel it."
-        return Outcome("forbidden", text, ex_id, ref)
+    if not _may_cancel(rt, by, job.user_id, job.requester):
+        return _not_yours(rt, asker, ex_id, job.requester)
     rt.recorder.record("cancel_requested", asker, execution_id=ex_id)
-    return withdraw(rt, job, who)
+    return withdraw(rt, job, by.email or by.id)
+
+
+def _may_cancel(rt: Runtime, by: User, user_id: str, requester: str | None) -> bool:
+    """The requester (by user id or email), or a member of ``jobs.cancel_groups``."""
+    own = by.id == user_id or bool(by.email and (requester or "").lower() == by.email.lower())
+    return own or bool(rt.jobs.settings.cancel_groups & {g.lower() for g in by.groups})
+
+
+def _not_yours(rt: Runtime, asker: Attempt, ex_id: str, requester: str) -> Outcome:
+    """A running job someone else asked for: refused, audited, and who may say so."""
+    rt.recorder.record(
+        "cancel_refused", asker, execution_id=ex_id, detail=f"requested by {requester}"
+    )
+    groups = rt.jobs.settings.cancel_groups
+    extra = f" or members of {', '.join(sorted(groups))}" if groups else ""
+    text = f"`{ex_id}` ({asker.ref}) was started by {requester}; only they{extra} can cancel it."
+    return Outcome("forbidden", text, ex_id, asker.ref)
 
 
 def _withdraw_request(rt: Runtime, row: Mapping[str, Any], by: User) -> Outcome:
@@ -133,16 +137,9 @@ def withdraw(rt: Runtime, job: Job, who: str) -> Outcome:
 def _cancel_elsewhere(rt: Runtime, row: Mapping[str, Any], by: User) -> Outcome:
     """A job another process runs: check who may, then leave the request in the store."""
     ex_id, ref, requester = row["execution_id"], row["ref"], row["requester"]
-    own = by.id == row["user_id"] or bool(by.email and by.email.lower() == requester.lower())
-    groups = rt.jobs.settings.cancel_groups
     asker = Attempt(by, ref, None)
-    if not own and not (groups & {g.lower() for g in by.groups}):
-        rt.recorder.record(
-            "cancel_refused", asker, execution_id=ex_id, detail=f"requested by {requester}"
-        )
-        extra = f" or members of {', '.join(sorted(groups))}" if groups else ""
-        text = f"`{ex_id}` ({ref}) was started by {requester}; only they{extra} can cancel it."
-        return Outcome("forbidden", text, ex_id, ref)
+    if not _may_cancel(rt, by, row["user_id"], requester):
+        return _not_yours(rt, asker, ex_id, requester)
     rt.recorder.record("cancel_requested", asker, execution_id=ex_id, detail="on another replica")
     if not rt.jobs.running.request_cancel(ex_id, by.email or by.id):
         return Outcome("accepted", f"`{ex_id}` ({ref}) is already being stopped.", ex_id, ref)
