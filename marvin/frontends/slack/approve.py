@@ -19,6 +19,7 @@ from slack_sdk.errors import SlackApiError, SlackClientError
 
 from marvin.core.facade import Operations, ResponderFor
 from marvin.core.model import Message, Responder, User
+from marvin.frontends.slack.confirm import post_ephemeral
 
 __all__ = ["ApprovalPresses", "APPROVE", "REJECT", "ACTION_PATTERN"]
 
@@ -102,11 +103,4 @@ class ApprovalPresses:
             log.exception("approval press failed")
 
     def _ephemeral(self, channel: str, user: str, text: str, thread_ts: str | None) -> None:
-        if not channel or not user:
-            return
-        try:
-            self.client.chat_postEphemeral(
-                channel=channel, user=user, text=text, thread_ts=thread_ts
-            )
-        except _ERRORS:
-            log.warning("could not post an ephemeral note", exc_info=True)
+        post_ephemeral(self.client, channel, user, text, thread_ts)

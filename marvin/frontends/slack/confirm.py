@@ -27,7 +27,7 @@ from slack_sdk.errors import SlackApiError, SlackClientError
 from marvin.core.facade import SharedState
 from marvin.core.model import Confirmation
 
-__all__ = ["Confirmations", "CONFIRM", "CANCEL", "ACTION_PATTERN"]
+__all__ = ["Confirmations", "CONFIRM", "CANCEL", "ACTION_PATTERN", "post_ephemeral"]
 
 log = structlog.get_logger("marvin.slack.confirm")
 
@@ -327,14 +327,19 @@ class Confirmations:
             log.warning("could not update a confirmation", exc_info=True)
 
     def _ephemeral(self, channel: str, user: str, text: str, thread_ts: str | None) -> None:
-        if not channel or not user:
-            return
-        try:
-            self.client.chat_postEphemeral(
-                channel=channel, user=user, text=text, thread_ts=thread_ts
-            )
-        except _ERRORS:
-            log.warning("could not post an ephemeral note", exc_info=True)
+        post_ephemeral(self.client, channel, user, text, thread_ts)
+
+
+def post_ephemeral(
+    client: WebClient, channel: str, user: str, text: str, thread_ts: str | None
+) -> None:
+    """A note only ``user`` sees (a refused or late press); best effort, never raises."""
+    if not channel or not user:
+        return
+    try:
+        client.chat_postEphemeral(channel=channel, user=user, text=text, thread_ts=thread_ts)
+    except _ERRORS:
+        log.warning("could not post an ephemeral note", exc_info=True)
 
 
 def _button(label: str, action_id: str, value: str, style: str | None) -> dict[str, Any]:
