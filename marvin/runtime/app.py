@@ -316,6 +316,31 @@ class Marvin:
     ) -> str | None:
         return self._start(msg, cmd, params, decision, attempt).execution_id
 
+    def record_execution(
+        self,
+        msg: Message,
+        cmd: Command,
+        attempt: Attempt,
+        *,
+        state: str = "queued",
+        pid: int | None = None,
+    ) -> str:
+        """The execution's durable record (its id), as every path that creates one writes it."""
+        user = msg.user
+        return self.rt.store.create_execution(
+            ref=cmd.ref,
+            params=attempt.params or {},
+            user_id=user.id,
+            email=user.email,
+            channel=msg.channel,
+            thread=msg.thread,
+            source=user.source,
+            state=state,
+            pid=pid,
+            owner=self.rt.owner,
+            ts=msg.ts,
+        )
+
     def notice(self, row: dict[str, Any]) -> None:
         """Tell a request's thread something (``row["notice"]``) through the front end's
         notifier given to ``start``; nowhere when none was given (``marvin run``)."""
@@ -602,23 +627,12 @@ class Marvin:
         *,
         execution_id: str | None = None,
     ) -> Outcome:
-        rt, user = self.rt, msg.user
+        rt = self.rt
         if execution_id is not None:  # approved: the execution exists since the request
             ex_id = execution_id
             rt.store.update(ex_id, state="queued", pid=os.getpid(), owner=rt.owner)
         else:
-            ex_id = rt.store.create_execution(
-                ref=cmd.ref,
-                params=attempt.params or {},
-                user_id=user.id,
-                email=user.email,
-                channel=msg.channel,
-                thread=msg.thread,
-                source=user.source,
-                pid=os.getpid(),
-                owner=rt.owner,
-                ts=msg.ts,
-            )
+            ex_id = self.record_execution(msg, cmd, attempt, pid=os.getpid())
         job = Job(
             ex_id,
             cmd,

@@ -68,17 +68,7 @@ def request(
     """Hold ``cmd`` for approval; returns the execution id the request got."""
     rt, user, rule = app.rt, msg.user, decision.approve
     assert rule is not None
-    ex_id = rt.store.create_execution(
-        ref=cmd.ref,
-        params=attempt.params or {},
-        user_id=user.id,
-        email=user.email,
-        channel=msg.channel,
-        thread=msg.thread,
-        source=user.source,
-        state=AWAITING,
-        owner=rt.owner,
-    )
+    ex_id = app.record_execution(msg, cmd, attempt, state=AWAITING)
     email = (user.email or user.id).lower()
     now = time.time()
     bound = binding(ex_id, cmd.ref, params, email)
