@@ -105,3 +105,182 @@ def test_a_connection_the_server_closed_is_replaced(server: _Server) -> None:
     time.sleep(0.6)  # the server dropped the idle connection meanwhile
     assert client.api_call("chat.postMessage", json={"channel": "C1", "text": "y"})["ok"]
     assert len(server.peers) == 2 and len(set(server.peers)) == 2
+
+
+# -- the kept connection's own HTTP/1.1 (http.client's header parsing was a third of a reply) --
+
+
+class _RawServer:
+    """A loopback server that answers each request with the next canned response, byte for byte,
+    so the client meets what http.client would: chunked bodies, Connection: close, HTTP/1.0."""
+
+    def __init__(self, answers: list[bytes]) -> None:
+        import socket
+
+        self.answers, self.requests, self.peers = list(answers), [], []
+        self.sock = socket.create_server(("127.0.0.1", 0))
+        self.port = self.sock.getsockname()[1]
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    def _serve(self) -> None:
+        while self.answers:
+            conn, peer = self.sock.accept()
+            self.peers.append(peer[1])
+            with conn, conn.makefile("rb") as rfile:
+                while self.answers:
+                    head = b""
+                    while not head.endswith(b"\r\n\r\n"):
+                        line = rfile.readline()
+                        if not line:
+                            break
+                        head += line
+                    if not head:
+                        break
+                    length = int(
+                        next(
+                            (
+                                h.split(b":")[1]
+                                for h in head.split(b"\r\n")
+                                if h.lower().startswith(b"content-length")
+                            ),
+                            b"0",
+                        )
+                    )
+                    self.requests.append(head + rfile.read(length))
+                    answer = self.answers.pop(0)
+                    conn.sendall(answer)
+                    if b"Connection: close" in answer or answer.startswith(b"HTTP/1.0"):
+                        break
+
+
+def _ok(body: bytes = b'{"ok": true, "n": 1}', extra: bytes = b"") -> bytes:
+    return (
+        b"HTTP/1.1 200 OK\r\nContent-Type: application/json; charset=utf-8\r\n"
+        + extra
+        + b"Content-Length: "
+        + str(len(body)).encode()
+        + b"\r\n\r\n"
+        + body
+    )
+
+
+def test_the_kept_connection_reads_chunked_close_and_http10_answers() -> None:
+    chunked = (
+        b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n"
+        b'7\r\n{"ok": \r\n6;ext=1\r\ntrue, \r\n7\r\n"n": 2}\r\n0\r\nX-Trailer: 1\r\n\r\n'
+    )
+    http10 = b'HTTP/1.0 200 OK\r\nContent-Type: application/json\r\n\r\n{"ok": true, "n": 4}'
+    server = _RawServer([_ok(), chunked, _ok(b'{"ok": true, "n": 3}', b"Connection: close\r\n"),
+                         http10, _ok(b'{"ok": true, "n": 5}')])  # fmt: skip
+    client = KeepAliveWebClient(token="xoxb-x", base_url=f"http://127.0.0.1:{server.port}/")
+    got = [client.api_call("chat.postMessage", json={"channel": "C1", "text": "é"})["n"]
+           for _ in range(5)]  # fmt: skip
+    assert got == [1, 2, 3, 4, 5]
+    # keep-alive for the first three; a new connection after close and after HTTP/1.0
+    assert len(server.peers) == 3
+    first = server.requests[0]
+    assert first.startswith(b"POST /chat.postMessage HTTP/1.1\r\n")
+    assert b"Authorization: Bearer xoxb-x" in first and b"Host: 127.0.0.1" in first
+    assert first.endswith(b'{"channel": "C1", "text": "\\u00e9"}')
+
+
+def test_an_error_status_keeps_slack_sdks_shape() -> None:
+    from slack_sdk.errors import SlackApiError
+
+    server = _RawServer([
+        b"HTTP/1.1 429 Too Many Requests\r\nRetry-After: 0\r\nContent-Type: application/json\r\n"
+        b'Content-Length: 40\r\n\r\n{"ok": false, "error": "ratelimited"}   ',
+        _ok(b'{"ok": false, "error": "channel_not_found"}'),
+    ])  # fmt: skip
+    from slack_sdk.http_retry.builtin_handlers import RateLimitErrorRetryHandler
+
+    client = KeepAliveWebClient(
+        token="xoxb-x",
+        base_url=f"http://127.0.0.1:{server.port}/",
+        retry_handlers=[RateLimitErrorRetryHandler(max_retry_count=1)],
+    )
+    with pytest.raises(SlackApiError, match="channel_not_found"):  # retried after the 429
+        client.chat_postMessage(channel="C1", text="x")
+    assert len(server.requests) == 2
+
+
+def test_a_connection_closed_before_any_answer_is_an_error_not_a_hang() -> None:
+    import socket
+
+    srv = socket.create_server(("127.0.0.1", 0))
+
+    def close_at_once() -> None:
+        conn, _ = srv.accept()
+        conn.recv(65536)
+        conn.close()
+
+    threading.Thread(target=close_at_once, daemon=True).start()
+    client = KeepAliveWebClient(
+        token="xoxb-x", base_url=f"http://127.0.0.1:{srv.getsockname()[1]}/", retry_handlers=[]
+    )
+    with pytest.raises(Exception, match="closed connection|Remote end"):
+        client.api_call("chat.postMessage", json={"channel": "C1", "text": "x"})
+
+
+# -- events are claimed in the store off the socket workers, many per statement --
+
+
+class _CountingShared:
+    def __init__(self, real: object, fail: bool = False) -> None:
+        self.real, self.fail, self.batches = real, fail, []
+
+    def claim_many(self, batch, ttl):  # type: ignore[no-untyped-def]
+        self.batches.append(len(batch))
+        if self.fail:
+            raise OSError("the store is down")
+        return self.real.claim_many(batch, ttl)  # type: ignore[attr-defined]
+
+
+def test_the_claimer_runs_each_event_once_and_batches_a_burst(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    from marvin.frontends.slack.events import Claimer, Inbound
+    from marvin.runtime.claims import Shared
+    from marvin.runtime.store import Store
+
+    store = Store(tmp_path / "s.sqlite3")
+    shared = _CountingShared(Shared(store.db, store.replica))
+    ran: list[str] = []
+    failed: list[str] = []
+    gate = threading.Event()
+    first_seen = threading.Event()
+
+    def fresh(inbound: Inbound) -> None:
+        ran.append(inbound.event["ts"])
+        if len(ran) == 1:
+            first_seen.set()
+            gate.wait(5)  # hold the claimer so the rest of the burst queues up
+
+    claimer = Claimer(shared, 600, fresh, lambda i: failed.append(i.event["ts"]))  # type: ignore[arg-type]
+    events = [Inbound({"channel": "C1", "ts": f"1.{n:06d}", "user": "U1"}, f"Ev{n}", False)
+              for n in range(200)]  # fmt: skip
+    claimer.submit(events[0])
+    assert first_seen.wait(5)
+    for inbound in events[1:]:
+        claimer.submit(inbound)
+    claimer.submit(Inbound({"channel": "C1", "ts": "1.000007", "user": "U1"}, "EvNew", False))
+    claimer.submit(events[3])  # a redelivery
+    gate.set()
+    claimer.close()
+    assert sorted(ran) == sorted(e.event["ts"] for e in events)  # each once, none twice
+    assert failed == []
+    assert len(shared.batches) <= 3  # the 201 queued meanwhile went in one or two statements
+
+
+def test_when_the_store_is_down_the_asker_is_told_and_nothing_runs() -> None:
+    from marvin.frontends.slack.events import Claimer, Inbound
+
+    ran: list[str] = []
+    told: list[str] = []
+    claimer = Claimer(
+        _CountingShared(None, fail=True),  # type: ignore[arg-type]
+        600,
+        lambda i: ran.append(i.event["ts"]),
+        lambda i: told.append(i.event["ts"]),
+    )
+    claimer.submit(Inbound({"channel": "C1", "ts": "1.0", "user": "U1"}, "Ev1", False))
+    claimer.close()
+    assert ran == [] and told == ["1.0"]

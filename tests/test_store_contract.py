@@ -146,6 +146,22 @@ def test_racing_replicas_claim_each_message_exactly_once(pair: tuple[Replica, Re
     assert sorted(wins) == list(range(30))
 
 
+def test_claims_written_together_keep_first_come_and_redeliveries(
+    pair: tuple[Replica, Replica],
+) -> None:
+    a, b = pair
+    got = a.shared.claim_many(
+        [["ev:1", "msg:C1:1.0"], ["ev:2", "msg:C1:1.0"], ["ev:3", "msg:C1:3.0"], []],
+        ttl=600,
+    )
+    # the second is the first message again under a new event id: a duplicate
+    assert got == [True, False, True, True]
+    assert b.shared.claim_many([["ev:3"], ["ev:4", "msg:C1:4.0"]], ttl=600) == [False, True]
+    many = [[f"ev:x{n}", f"msg:C2:{n}"] for n in range(450)]  # past one statement's 400 keys
+    assert all(b.shared.claim_many(many, ttl=600))
+    assert not any(a.shared.claim_many(many, ttl=600))
+
+
 # -- locks ----------------------------------------
 
 

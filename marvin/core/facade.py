@@ -7,7 +7,7 @@ outside the runtime reaches the store, the job manager or the authorizer directl
 
 from __future__ import annotations
 
-from collections.abc import Callable, Hashable, Iterable, Mapping
+from collections.abc import Callable, Hashable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal, Protocol, TypeVar
 
@@ -103,6 +103,9 @@ class SharedState(Protocol):
 
     def claim(self, keys: Iterable[str], ttl: float) -> bool:
         """Claim ``keys`` for ``ttl`` s; True only for the first claim (not a redelivery)."""
+
+    def claim_many(self, batch: Sequence[Iterable[str]], ttl: float) -> list[bool]:
+        """``claim`` for each key set of ``batch``, written together."""
 
     def ask(
         self,

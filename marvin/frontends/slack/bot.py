@@ -29,7 +29,7 @@ from marvin.frontends.slack.approve import ACTION_PATTERN as APPROVAL_ACTIONS
 from marvin.frontends.slack.approve import ApprovalPresses
 from marvin.frontends.slack.channels import CHANNEL_EVENTS, ChannelNames
 from marvin.frontends.slack.confirm import ACTION_PATTERN, Confirmations
-from marvin.frontends.slack.events import Gate, Inbound, SharedDeduper, to_message
+from marvin.frontends.slack.events import Claimer, Gate, Inbound, SharedDeduper, to_message
 from marvin.frontends.slack.http import KeepAliveWebClient
 from marvin.frontends.slack.responder import SlackResponder
 from marvin.frontends.slack.settings import SlackSettings
@@ -84,6 +84,7 @@ class SlackBot:
         # reach any replica (Socket Mode spreads envelopes over connections).
         deduper = SharedDeduper(marvin.shared, settings.dedupe_seconds)
         self.gate = Gate(deduper, bot_user_id)
+        self.claims = Claimer(marvin.shared, settings.dedupe_seconds, self._fresh, self._unclaimed)
         self.confirmations = Confirmations(
             client,
             self._submit,
@@ -126,6 +127,7 @@ class SlackBot:
         closer.daemon = True
         closer.start()
         closer.join(timeout)
+        self.claims.close(timeout)  # events already acknowledged still get their turn
 
     def notify_interrupted(self, row: dict[str, Any]) -> None:
         """For ``Marvin.recover``: tell the requester, in their thread, what a restart cut."""
@@ -161,9 +163,18 @@ class SlackBot:
     # -- listeners (on socket-mode worker threads, after the ack) ------------------------------
 
     def _on_event(self, body: dict[str, Any]) -> None:
-        inbound = self.gate.accept(body)
+        inbound = self.gate.candidate(body)
         if inbound is not None:
-            self.marvin.handle(to_message(inbound, self.responder(inbound)))
+            self.claims.submit(inbound)  # deduplicated in the store, off this thread
+
+    def _fresh(self, inbound: Inbound) -> None:
+        self.marvin.handle(to_message(inbound, self.responder(inbound)))
+
+    def _unclaimed(self, inbound: Inbound) -> None:
+        self.responder(inbound).whisper(
+            "I couldn't record your message (my state store is unavailable), so nothing was "
+            "run. Please try again in a minute."
+        )
 
     def _on_action(self, ack: Callable[[], Any], body: dict[str, Any]) -> None:
         ack()  # already acknowledged on the socket; this just keeps Bolt content
