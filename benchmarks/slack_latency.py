@@ -6,8 +6,9 @@ Both bots run as SUBPROCESSES (so they do not share the GIL with the fake): Marv
 security chain's authorizer with users.info, the built-in ``help``); next to it, in the same
 run, a bare Bolt app on the stock SocketModeHandler whose listener only echoes. For each: time
 from an envelope written to the socket to its acknowledgement, and to the first
-``chat.postMessage`` (for Marvin: the ``help`` reply), p50 and p99, over N events one at a time
-and over a burst of B sent back to back.
+``chat.postMessage`` (for Marvin: the ``help`` reply), p50 and p99, over N events one at a time;
+then bursts of B sent back to back, the bots taking turns for R rounds: the median over the
+rounds of each burst's p99, and Marvin's reply p99 over bare Bolt's.
 
     python benchmarks/slack_latency.py [--events 1000] [--burst 200] [--rounds 7]
 

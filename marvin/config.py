@@ -124,6 +124,8 @@ declare(
         "lease_seconds": Setting(_SECONDS, 30, lambda v: v > 0, "seconds > 0"),
         "poll_seconds": Setting(_SECONDS, 1, lambda v: v > 0, "seconds > 0"),
         "host": Setting(str, "", None, "a name for this machine (default: its boot id)"),
+        # An unapplied plan keeps its parameters (secrets too) only this long.
+        "plan_hours": Setting(_SECONDS, 24, lambda v: v > 0, "hours > 0"),
     },
 )
 declare(

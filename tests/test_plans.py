@@ -143,6 +143,30 @@ def test_apply_runs_exactly_the_plan_once(marvin_bot) -> None:  # type: ignore[n
     assert STATE["value"] == 6 and CALLS[-1] == "plan"
 
 
+def test_an_old_plan_expires_and_forgets_its_parameters(marvin_bot) -> None:  # type: ignore[no-untyped-def]
+    CALLS.clear()
+    STATE["value"] = 1
+    bot = marvin_bot(bump)
+    bot.send("plan bump to 5")
+    plan_id = bot.app.store.recent(None, 1)[0]["id"]
+    bot.app.wait(plan_id, 10)
+    day_ago = bot.app.store.plan(plan_id)["created_at"] - 25 * 3600
+    bot.app.store.db.execute("UPDATE plans SET created_at = ? WHERE execution_id = ?",
+                             (day_ago, plan_id))  # fmt: skip
+    r = bot.send(f"apply {plan_id}")
+    assert "has expired" in r.text and "state.plan_hours" in r.text
+    assert STATE["value"] == 1 and CALLS == ["plan"]  # nothing ran
+    assert bot.app.store.plan(plan_id)["params"] is None  # the parameters are gone
+    # the sweep forgets them too, without anyone asking
+    bot.send("plan bump to 6")
+    fresh = bot.app.store.recent(None, 1)[0]["id"]
+    bot.app.wait(fresh, 10)
+    bot.app.store.db.execute("UPDATE plans SET created_at = ? WHERE execution_id = ?",
+                             (day_ago, fresh))  # fmt: skip
+    bot.app._sweep()
+    assert bot.app.store.plan(fresh)["params"] is None
+
+
 # -- the change-set planner on its own ---------------------------------------------------------
 
 

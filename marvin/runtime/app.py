@@ -515,6 +515,7 @@ class Marvin:
         """Every ``state.heartbeat_seconds`` on the pulse thread: forget expired claims;
         once started (serve, shell), record dead replicas' executions interrupted."""
         self.shared.purge()  # expired event claims
+        self.rt.store.expire_plans(time.time() - self.state.plan_hours * 3600)
         if self._started:
             control.recover(self.rt, self._notify)
 

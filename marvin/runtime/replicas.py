@@ -43,6 +43,7 @@ class StateSettings:
     lease_seconds: float = 30.0  # a replica silent this long is dead
     poll_seconds: float = 1.0  # cancel requests and lock hand-overs are seen within this
     host: str = ""  # empty: this machine's boot id and pid namespace
+    plan_hours: float = 24.0  # an unapplied plan (and its parameters) is forgotten after this
 
     @classmethod
     def from_config(cls, config: Any) -> StateSettings:
@@ -52,6 +53,7 @@ class StateSettings:
             lease_seconds=float(get("state.lease_seconds")),
             poll_seconds=float(get("state.poll_seconds")),
             host=str(get("state.host") or ""),
+            plan_hours=float(get("state.plan_hours")),
         )
 
 

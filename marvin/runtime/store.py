@@ -480,6 +480,14 @@ class Store:
     def plan(self, ex_id: str) -> dict[str, Any] | None:
         return self.db.one("SELECT * FROM plans WHERE execution_id = ?", (ex_id,))
 
+    def expire_plans(self, before: float) -> int:
+        """Forget the parameters of plans made before ``before`` and never applied."""
+        return self.db.execute(
+            "UPDATE plans SET params = NULL WHERE applied_by IS NULL AND params IS NOT NULL"
+            " AND created_at < ?",
+            (before,),
+        )
+
     def claim_plan(self, ex_id: str, by: str) -> bool:
         """Mark a plan applied by execution ``by``; False if it was applied already."""
         changed = self.db.execute(
