@@ -176,7 +176,7 @@ def _run_command(config: Config, args: argparse.Namespace) -> int:
         )
         user = local_user(args.as_email or config.get("shell.user"), source="cli")
         msg = Message(text=f"run {cmd.ref}", user=user, responder=responder)
-        if args.plan:  # a plan changes nothing; `apply <id>` (marvin shell) does it
+        if args.plan:  # a plan changes nothing; `marvin run apply execution=<id>` does it
             ex_id = app.plan(msg, cmd, params)
             record = app.wait(ex_id) if ex_id else None
             return 0 if record and record["state"] == "succeeded" else 1
