@@ -9,11 +9,9 @@ second factor -> handler. Every attempt leaves an audit row (``marvin.runtime.au
 
 from __future__ import annotations
 
-import json
-import os
 import time
 from collections.abc import Callable, Hashable, Iterable, Mapping
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from typing import Any, TypeVar
 
 import structlog
@@ -34,18 +32,17 @@ from marvin.core.matcher import Ambiguous, Invalid, Matched, Matcher, Unknown
 from marvin.core.model import Confirmation, JobView, Message, Private, Responder, User, Where
 from marvin.core.normalize import normalize
 from marvin.core.registry import Command, CommandTable
-from marvin.runtime import approvals, control, due, execution, plans
+from marvin.runtime import admission, approvals, control, due, execution, plans, reads
+from marvin.runtime.admission import NO_MFA_LOG, Admission
 from marvin.runtime.apikeys import StoredKeys
-from marvin.runtime.audit import Attempt, Recorder
+from marvin.runtime.audit import Attempt
 from marvin.runtime.claims import Shared
 from marvin.runtime.jobs import BUSY, RESTARTING, Job, JobManager, JobPool, JobSettings, PoolFull
 from marvin.runtime.lanes import Lanes
-from marvin.runtime.locks import lock_key
-from marvin.runtime.metrics import Metrics
-from marvin.runtime.replicas import Pulse, Replicas, StateSettings
+from marvin.runtime.lifecycle import Lifecycle, Notify
+from marvin.runtime.parts import Runtime, connect
+from marvin.runtime.replicas import StateSettings
 from marvin.runtime.resume import message_of, request_of
-from marvin.runtime.running import RunningTable
-from marvin.runtime.shared_locks import SharedLocks
 from marvin.runtime.store import Store
 
 __all__ = ["Marvin", "Runtime"]
@@ -57,19 +54,6 @@ NO_SECOND_FACTOR = (
     "`{ref}` needs a second factor (a Duo push), and none is configured here "
     "(`security.duo` in marvin.yaml), so it was not run."
 )
-NO_MFA_LOG = "a second factor is required but none is configured (security.duo)"
-
-
-@dataclass(frozen=True)
-class Runtime:
-    """What executions and control work with: no front end, no authorizer."""
-
-    store: Store
-    jobs: JobManager
-    recorder: Recorder
-    services: Any  # the action library's clients (marvin.actions.clients.Clients)
-    owner: str | None  # this process's replica id, on its executions and audit rows
-    replicas: Replicas | None = None  # who is alive on the store (recovery by lease)
 
 
 class Marvin:
@@ -97,16 +81,11 @@ class Marvin:
         # Shared state (the store): this process as a replica with a lease, locks, the
         # running-job table; the pulse thread keeps the lease and polls for cancel requests.
         self.state = state or StateSettings()
-        replicas = Replicas(store.db, store.replica, self.state, lease_db=store.db.dedicated())
-        replicas.register()
-        running = RunningTable(store.db, replicas, SharedLocks(store.db, replicas))
-        jobs = JobManager(self.settings, running)
-        self.metrics = Metrics(queued=lambda: jobs.pool.queued, running=lambda: jobs.pool.running)
-        recorder = Recorder(store, self.metrics.audited)
-        self.rt = Runtime(store, jobs, recorder, services, store.replica, replicas)
+        self.rt, replicas, self.metrics = connect(store, services, self.settings, self.state)
         self.keys = StoredKeys(store)  # the HTTP API's identities (``marvin keys``)
         self.shared = Shared(store.db, store.replica)  # event claims, open confirmations
-        jobs.on_cancel_request = self._cancel_asked
+        self.rt.jobs.on_cancel_request = self._cancel_asked
+        self.admission = Admission(self.rt, self.settings, self._run_job)
         self.intake = JobPool(intake_workers, 4 * self.settings.queue, name="marvin-intake")
         # One user's messages take at most half the intake workers (a slow users.info for them
         # must not hold up everyone else); the rest of theirs wait in their own lane.
@@ -117,11 +96,17 @@ class Marvin:
             max_waiting=self.settings.queue,
         )
         self.notifier = JobPool(1, 256, name="marvin-notify")
-        self._due: due.DueScheduler | None = None
-        self._notify: Callable[[dict[str, Any]], None] | None = None  # from start()
         self._memo: TTLCache[Any] = TTLCache(600, 4096)  # remember(): e.g. each user's help
-        self._started = False
-        self._pulse = Pulse(self.state, replicas.beat, jobs.poll, self._sweep).start()
+        # The pulse starts here; start(), drain() and shutdown() are the lifecycle's.
+        self.life = Lifecycle(
+            self.rt,
+            replicas,
+            self.state,
+            self.shared,
+            self.intake,
+            self.notifier,
+            sweep_approvals=lambda: approvals.sweep(self),
+        )
 
     # The runtime's parts, for bootstrap, tests and benchmarks (front ends and built-ins use
     # the Operations methods below instead).
@@ -255,7 +240,7 @@ class Marvin:
                 plan_id=applying.plan_id if applying else None,
             )
             return Outcome("awaiting_approval", execution_id=held, ref=cmd.ref)
-        return self._start(msg, cmd, params, decision, attempt)
+        return self.admission.start(msg, cmd, params, decision, attempt)
 
     def start_approved(
         self, msg: Message, cmd: Command, params: Mapping[str, Any], execution_id: str
@@ -277,7 +262,7 @@ class Marvin:
             self.rt.recorder.outcome(execution_id, "refused", attempt, decision.reason, at=now)
             msg.responder.whisper(f"`{execution_id}` was approved but not run: {decision.reason}")
             return None
-        return self._start(
+        return self.admission.start(
             msg, cmd, params, decision, attempt, execution_id=execution_id
         ).execution_id
 
@@ -314,7 +299,7 @@ class Marvin:
         decision: Decision,
         attempt: Attempt,
     ) -> str | None:
-        return self._start(msg, cmd, params, decision, attempt).execution_id
+        return self.admission.start(msg, cmd, params, decision, attempt).execution_id
 
     def record_execution(
         self,
@@ -326,30 +311,12 @@ class Marvin:
         pid: int | None = None,
     ) -> str:
         """The execution's durable record (its id), as every path that creates one writes it."""
-        user = msg.user
-        return self.rt.store.create_execution(
-            ref=cmd.ref,
-            params=attempt.params or {},
-            user_id=user.id,
-            email=user.email,
-            channel=msg.channel,
-            thread=msg.thread,
-            source=user.source,
-            state=state,
-            pid=pid,
-            owner=self.rt.owner,
-            ts=msg.ts,
-        )
+        return self.admission.record(msg, cmd, attempt, state=state, pid=pid)
 
     def notice(self, row: dict[str, Any]) -> None:
         """Tell a request's thread something (``row["notice"]``) through the front end's
         notifier given to ``start``; nowhere when none was given (``marvin run``)."""
-        if self._notify is None:
-            return
-        try:
-            self._notify(row)
-        except Exception:
-            log.exception("could not deliver a notice", execution_id=row.get("id"))
+        self.life.notice(row)
 
     def resume(self, request: Mapping[str, Any], ok: bool, responder: Responder) -> str | None:
         """A confirmation asked by another process (replica) and answered here."""
@@ -401,46 +368,11 @@ class Marvin:
     def live(self) -> list[JobView]:
         """Every process's queued and running jobs (the store's running-job table), and the
         requests awaiting approval (and from whom)."""
-        return approvals.views(self) + [
-            JobView(
-                execution_id=row["execution_id"],
-                ref=row["ref"],
-                shown=row["shown"],
-                requester=row["requester"],
-                state=row["state"],
-                created=row["created_at"],
-                started=row["started_at"],
-                lock=row["lock"],
-                lock_holder=row.get("lock_holder"),
-                stopping=row["cancel_by"] is not None or self._stopping(row["execution_id"]),
-                progress=row["progress"],
-            )
-            for row in self.rt.jobs.running.live()
-        ]
-
-    def _stopping(self, execution_id: str) -> bool:
-        job = self.rt.jobs.get(execution_id)
-        return job is not None and job.cancel_event.is_set()
+        return reads.live(self.rt, approvals.views(self))
 
     def history(self, user_id: str | None, limit: int) -> list[dict[str, Any]]:
         """Executions and refused requests (which never became one), newest first."""
-        rows = self.rt.store.recent(user_id, limit)
-        for a in self.rt.store.refusals(user_id, limit):
-            params = json.loads(a["params"]) if a["params"] else {}
-            rows.append(
-                {
-                    "id": None,
-                    "ref": a["ref"] or "-",
-                    "params": params,
-                    "state": "refused",
-                    "reason": a["detail"],
-                    "created_at": a["ts"],
-                    "email": a["email"],
-                    "user_id": a["user_id"],
-                }  # fmt: skip
-            )
-        rows.sort(key=lambda r: r["created_at"], reverse=True)
-        return rows[:limit]
+        return reads.history(self.rt, user_id, limit)
 
     def execution(self, execution_id: str) -> dict[str, Any] | None:
         return self.rt.store.get(execution_id)
@@ -471,12 +403,7 @@ class Marvin:
         detail: str | None = None,
         execution_id: str | None = None,
     ) -> None:
-        try:  # who it was, as far as the front end can tell; the row is written regardless
-            user = self.frontends.resolve(user)
-        except Refused as exc:
-            user = replace(user, email=user.email or exc.email)
-        except Exception:
-            log.warning("could not resolve a user for the audit", user=user.id, exc_info=True)
+        user = reads.resolved(self.frontends, user)  # the row is written regardless
         self.rt.recorder.record(
             event, Attempt(user, ref, channel), detail=detail, execution_id=execution_id
         )
@@ -496,68 +423,32 @@ class Marvin:
     def drain(self, grace: float | None = None) -> list[str]:
         """Graceful stop; returns the ids recorded interrupted (see control). The replica
         then leaves the store: its lease ends, what it still holds is free to take."""
-        out = control.drain(self.rt, grace)
-        self._leave()
-        return out
-
-    def _leave(self) -> None:
-        self._pulse.stop()
-        try:
-            self.rt.replicas.stop()  # type: ignore[union-attr]
-        except Exception:
-            log.warning("could not mark this replica stopped", exc_info=True)
+        return self.life.drain(grace)
 
     def _cancel_asked(self, job: Job, by: str) -> None:
         """Another process asked to cancel our ``job`` (allowed there already)."""
         control.withdraw(self.rt, job, by)
 
     def _sweep(self) -> None:
-        """Every ``state.heartbeat_seconds`` on the pulse thread: forget expired claims;
-        once started (serve, shell), record dead replicas' executions interrupted."""
-        self.shared.purge()  # expired event claims
-        self.rt.store.expire_plans(time.time() - self.state.plan_hours * 3600)
-        if self._started:
-            control.recover(self.rt, self._notify)
+        """The pulse's periodic sweep (see lifecycle); tests call it to skip the wait."""
+        self.life.sweep()
 
-    def recover(self, notify: Callable[[dict[str, Any]], None] | None = None) -> list[dict]:
+    def recover(self, notify: Notify | None = None) -> list[dict]:
         """Mark executions of a dead process interrupted and tell requesters (control)."""
         return control.recover(self.rt, notify)
 
-    def start(self, notify: Callable[[dict[str, Any]], None] | None = None) -> list[dict]:
+    def start(self, notify: Notify | None = None) -> list[dict]:
         """For long-running front ends: ``recover``, then run actions due later (a maintenance
         window's end) on their own thread, telling requesters through ``notify``."""
-        rows = self.recover(notify)
-        self._notify, self._started = notify, True
-        if self._due is None:
-            self._due = due.start(self.rt, notify)
-            self._watch_approvals()
-        return rows
+        return self.life.start(notify)
 
-    def _watch_approvals(self) -> None:
-        """Expire approvals on time, also those another process (``marvin run``) opened."""
-        try:
-            self.background(lambda: approvals.sweep(self))
-            self.call_later(approvals.SWEEP_SECONDS, self._watch_approvals)
-        except RuntimeError:  # shutting down
-            pass
-
-    def run_due(self, notify: Callable[[dict[str, Any]], None] | None = None) -> None:
+    def run_due(self, notify: Notify | None = None) -> None:
         """Once, now: what fell due while no Marvin ran (``marvin run``)."""
         due.run_due(self.rt, notify)
 
     def shutdown(self, timeout: float | None = None) -> None:
         """Stop: what is still queued or running after ``timeout`` is recorded interrupted."""
-        jobs = self.rt.jobs
-        if self._due is not None:
-            self._due.stop()
-        if jobs.live():
-            self.drain(5.0 if timeout is None else timeout)
-        else:
-            jobs.close()
-            self._leave()
-        self.intake.shutdown(wait=True, timeout=timeout)
-        self.notifier.shutdown(wait=True, timeout=timeout)
-        jobs.shutdown(timeout=timeout)
+        self.life.shutdown(timeout)
 
     # -- internals ----------------------------------------------------------------------------
 
@@ -618,80 +509,11 @@ class Marvin:
         elif value is not None:
             msg.responder.say(value)
 
-    def _start(
-        self,
-        msg: Message,
-        cmd: Command,
-        params: Mapping[str, Any],
-        decision: Decision,
-        attempt: Attempt,
-        *,
-        execution_id: str | None = None,
-    ) -> Outcome:
-        rt = self.rt
-        if execution_id is not None:  # approved: the execution exists since the request
-            ex_id = execution_id
-            rt.store.update(ex_id, state="queued", pid=os.getpid(), owner=rt.owner)
-        else:
-            ex_id = self.record_execution(msg, cmd, attempt, pid=os.getpid())
-        job = Job(
-            ex_id,
-            cmd,
-            params,
-            msg,
-            attempt.params or {},
-            timeout=float(cmd.spec.timeout or self.settings.default_timeout),
-            mfa=decision.mfa,
-            checks=tuple(dict.fromkeys([*cmd.spec.checks, *decision.checks])),
-            lock=lock_key(
-                cmd.spec.lock,
-                cmd.spec.family,
-                cmd.params,
-                params,
-                by_family=self.settings.lock_by_family,
-            ),
-        )
-
-        def on_admitted() -> None:
-            rt.recorder.record("accepted", attempt, execution_id=ex_id)
-
-        refusal = rt.jobs.admit(job, self._run_job, on_admitted)
-        if refusal is not None:
-            rt.recorder.outcome(ex_id, "refused", attempt, refusal.reason, at=time.time())
-            log.info("refused", execution_id=ex_id, ref=cmd.ref, reason=refusal.reason)
-            msg.responder.whisper(refusal.text)
-            return Outcome(refusal.kind, refusal.text, ex_id, cmd.ref)
-        msg.responder.react("accepted")
-        if job.blocked_by is not None and job.lock is not None:
-            msg.responder.say(
-                f"{job.lock.describe()} is busy: {job.blocked_by.describe()}. "
-                f"`{ex_id}` will start when it is free."
-            )
-        return Outcome("accepted", execution_id=ex_id, ref=cmd.ref)
-
     def _run_job(self, job: Job) -> None:
         """On a job thread: MFA first (so a pending push never blocks other users), then run."""
-        if job.mfa and not self._second_factor(job):
+        if job.mfa and not admission.second_factor(self.rt, self.second_factor, job):
             return
         execution.run(self.rt, job)
-
-    def _second_factor(self, job: Job) -> bool:
-        msg, cmd, ex_id = job.message, job.command, job.execution_id
-        if self.second_factor is None:
-            reason = NO_MFA_LOG
-        else:
-            result = self.second_factor(msg, cmd, ex_id, job.cancel_event)
-            event = "mfa_approved" if result.approved else "mfa_refused"
-            self.rt.recorder.record(event, job.attempt, execution_id=ex_id, detail=result.detail)
-            if result.approved:
-                return True
-            reason = "second factor not approved"
-        if not job.claim():
-            return False  # a drain or cancel recorded the outcome while the push was pending
-        self.rt.recorder.outcome(ex_id, "refused", job.attempt, reason, at=time.time())
-        msg.responder.whisper(f"`{cmd.ref}` was not run: {reason}.")
-        msg.responder.react("failed")
-        return False
 
 
 def _known(attempt: Attempt, exc: Refused) -> Attempt:

@@ -20,8 +20,8 @@ from marvin.runtime import execution
 from marvin.runtime.audit import Attempt
 
 if TYPE_CHECKING:
-    from marvin.runtime.app import Runtime
     from marvin.runtime.jobs import Job
+    from marvin.runtime.parts import Runtime
 
 __all__ = ["cancel", "cancel_outcome", "withdraw", "drain", "recover"]
 

@@ -30,7 +30,7 @@ from marvin.runtime.owner import process_identity
 from marvin.runtime.statedb import state_db
 
 if TYPE_CHECKING:
-    from marvin.runtime.app import Runtime
+    from marvin.runtime.parts import Runtime
 
 __all__ = ["due_handler", "DueLog", "run_due", "start", "DueScheduler", "POLL_SECONDS"]
 

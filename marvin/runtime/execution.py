@@ -29,8 +29,8 @@ from marvin.logs import SECRETS_KEY, Secrets
 from marvin.runtime import checks
 
 if TYPE_CHECKING:
-    from marvin.runtime.app import Runtime
     from marvin.runtime.jobs import Job, Scheduler, Timer
+    from marvin.runtime.parts import Runtime
 
 __all__ = [
     "Context",
