@@ -37,13 +37,15 @@ def measure(fake: FakeSlack, text: str, user: str, n: int, burst: bool) -> dict[
     # A burst is collected by polling, not by waking on every call and ack: the measuring
     # thread must not compete with the fake's own work while the replies are arriving.
     replied = seen.wait({ev["ts"] for ev in events}, timeout=30, poll=0.005)
-    acks, replies = [], []
+    acks, replies, times = [], [], []
     for ev, env_id in zip(events, sent, strict=True):
         env = fake.wait_ack(env_id, timeout=30)
         assert env.sent_at is not None and env.acked_at is not None
         acks.append((env.acked_at - env.sent_at) * 1000)
         replies.append((replied[ev["ts"]] - env.sent_at) * 1000)
-    return {"acks": acks, "replies": replies, "errors": fake.errors}
+        times.append([ev["ts"], env.sent_at, env.acked_at, replied[ev["ts"]]])
+    # times: per event, its ts and when (time.monotonic) it was sent, acknowledged, answered
+    return {"acks": acks, "replies": replies, "times": times, "errors": fake.errors}
 
 
 class _Replies:
