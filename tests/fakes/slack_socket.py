@@ -73,6 +73,7 @@ class SocketModeServer:
         self.live: list[ServerConnection] = []  # connections that got hello, oldest first
         self.connection_count = 0
         self.envelopes: dict[str, Envelope] = {}
+        self._acked: dict[str, list[Envelope]] = {}  # first_id -> its acknowledged deliveries
         self.errors: list[str] = []  # protocol violations by the client; tests assert it's empty
         self._pending: deque[Envelope] = deque()  # waiting for a client, as Slack queues them
 
@@ -178,6 +179,7 @@ class SocketModeServer:
                 self.errors.append(f"duplicate ack for {env.envelope_id}")
             else:
                 env.acked_at, env.ack_payload = now, msg.get("payload")
+                self._acked.setdefault(env.first_id, []).append(env)
             self.store.cond.notify_all()
 
     # -- sending -----------------------------------------------------------------------------
@@ -301,9 +303,11 @@ class SocketModeServer:
 
     def wait_ack(self, envelope_id: str, timeout: float) -> Envelope:
         def acked() -> Envelope | None:
-            first = self.envelopes[envelope_id].first_id
-            done = [e for e in self.envelopes.values() if e.first_id == first and e.acked_at]
-            return done[0] if done else None
+            done = self._acked.get(self.envelopes[envelope_id].first_id)
+            if not done or len(done) == 1:
+                return done[0] if done else None
+            order = list(self.envelopes)  # several acknowledged deliveries: the oldest
+            return min(done, key=lambda e: order.index(e.envelope_id))
 
         with self.store.cond:
             if envelope_id not in self.envelopes:
