@@ -8,7 +8,9 @@ run, a bare Bolt app on the stock SocketModeHandler whose listener only echoes. 
 from an envelope written to the socket to its acknowledgement, and to the first
 ``chat.postMessage`` (for Marvin: the ``help`` reply), p50 and p99, over N events one at a time;
 then bursts of B sent back to back, the bots taking turns for R rounds: the median over the
-rounds of each burst's p99, and Marvin's reply p99 over bare Bolt's.
+rounds of each burst's p99, and Marvin's reply p99 over bare Bolt's. A third bot, bare Bolt
+answering with a reply the size of Marvin's ``help`` (text and blocks, about 3 KB), tells how
+much of the gap is the reply's size (the fake parses, validates and echoes it).
 
     python benchmarks/slack_latency.py [--events 1000] [--burst 200] [--rounds 7]
 
@@ -80,14 +82,25 @@ def subprocess_bot(fake: FakeProcess, argv: list[str]) -> Iterator[None]:
             print(f"# {argv[-1]} exited {proc.returncode}: {err[-2000:]}", file=sys.stderr)
 
 
-def echo_bot() -> int:
-    """The bare Bolt app (run as a child): echo every mention in its thread."""
+# A reply the size and shape of Marvin's `help` here (text, and the same text in two Block Kit
+# sections; about 3 KB): for the extra figure that tells the reply's size from Marvin's work.
+_LINE = "\u2022 `command <parameter>` \u2014 What this command does, in a sentence _(family.ref)_"
+_SECTIONS = ["*bench*\n" + _LINE, "*marvin*\n" + "\n".join([_LINE] * 11)]
+
+
+def echo_bot(help_sized: bool = False) -> int:
+    """The bare Bolt app (run as a child): echo every mention in its thread (``help_sized``:
+    answer with a help-sized text and blocks instead)."""
     client = WebClient(token=os.environ["SLACK_BOT_TOKEN"], base_url=os.environ["SLACK_API_URL"])
     app = App(client=client)
 
     @app.event("app_mention")
     def echo(event: dict, say: Callable[..., object]) -> None:
-        say(text=event["text"], thread_ts=event["ts"])
+        if not help_sized:
+            say(text=event["text"], thread_ts=event["ts"])
+            return
+        blocks = [{"type": "section", "text": {"type": "mrkdwn", "text": t}} for t in _SECTIONS]
+        say(text="\n\n".join(_SECTIONS), blocks=blocks, thread_ts=event["ts"])
 
     logging.getLogger("slack_bolt").setLevel(logging.ERROR)
     SocketModeHandler(app, os.environ["SLACK_APP_TOKEN"]).start()
@@ -119,12 +132,13 @@ def main() -> int:
     p.add_argument("--burst", type=int, default=200)
     p.add_argument("--rounds", type=int, default=7, help="bursts per bot, interleaved")
     p.add_argument("--echo-bot", action="store_true", help=argparse.SUPPRESS)
+    p.add_argument("--help-sized", action="store_true", help=argparse.SUPPRESS)
     args = p.parse_args()
     if args.echo_bot:
-        return echo_bot()
+        return echo_bot(args.help_sized)
     print(
         f"# subprocess bots; {args.events} sequential events, then {args.rounds} bursts of "
-        f"{args.burst} per bot, the two bots taking turns"
+        f"{args.burst} per bot, the bots taking turns"
     )
     fake_slack = ("tests.fakes.slack", f"--user={USER}={EMAIL}")
     with ExitStack() as stack:
@@ -133,6 +147,7 @@ def main() -> int:
         argvs = {
             "marvin": [sys.executable, "-m", "marvin", "--config", str(_config(tmp)), "serve"],
             "bolt_echo": [sys.executable, __file__, "--echo-bot"],
+            "bolt_echo_help_sized": [sys.executable, __file__, "--echo-bot", "--help-sized"],
         }
         for name, argv in argvs.items():
             fake = stack.enter_context(FakeProcess(*fake_slack))
@@ -142,12 +157,12 @@ def main() -> int:
             bots[name] = fake
         for name, fake in bots.items():
             run_seq(name, fake, args.events)
-        # Bursts take turns (and swap who goes first each round), so both bots meet the same
+        # Bursts take turns (who goes first rotates each round), so every bot meets the same
         # machine: on a shared 2-core VM one burst's p99 varies 3x from one second to the next.
         p99s: dict[str, list[float]] = {name: [] for name in bots}
         acks: dict[str, list[float]] = {name: [] for name in bots}
         for r in range(args.rounds):
-            order = list(bots) if r % 2 == 0 else list(reversed(bots))
+            order = list(bots)[r % len(bots) :] + list(bots)[: r % len(bots)]
             for name in order:
                 got_acks, replies = _measure(bots[name], args.burst, burst=True)
                 p99s[name].append(_pct(replies, 99))
@@ -159,6 +174,8 @@ def main() -> int:
             print(f"# {name} burst reply p99 per round (ms): {rounds}")
         ratio = statistics.median(p99s["marvin"]) / statistics.median(p99s["bolt_echo"])
         print(f"burst_reply_p99_ratio_marvin_to_bolt={ratio:.2f}")
+        sized = statistics.median(p99s["marvin"]) / statistics.median(p99s["bolt_echo_help_sized"])
+        print(f"burst_reply_p99_ratio_marvin_to_bolt_help_sized={sized:.2f}")
     return 0
 
 
