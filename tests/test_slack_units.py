@@ -15,9 +15,11 @@ from marvin.config import ConfigError, load_config
 from marvin.core.model import Reply
 from marvin.core.text import split_text
 from marvin.frontends.slack.confirm import CANCEL, CONFIRM, Confirmations
-from marvin.frontends.slack.events import Deduper, Gate, classify, to_message
+from marvin.frontends.slack.events import Claimer, Gate, classify, to_message
 from marvin.frontends.slack.responder import SlackResponder
 from marvin.frontends.slack.settings import SlackSettings, TokenError, check_tokens
+from marvin.runtime.claims import Shared
+from marvin.runtime.store import Store
 from tests.fakes import slack as fakes
 from tests.fakes.slack import FakeSlack
 
@@ -57,35 +59,38 @@ def test_only_human_mentions_and_dms_are_commands(fake_slack: FakeSlack) -> None
         assert classify(event, BOT) is not None, name
 
 
-def test_dedupe_by_event_id_and_by_channel_ts() -> None:
-    gate = Gate(Deduper(), BOT)
+def test_dedupe_by_event_id_and_by_channel_ts(tmp_path: Path) -> None:
+    """Through the Claimer on a real store: what runs, and what is a duplicate."""
+    store = Store(tmp_path / "s.sqlite3")
+    ran: list[str] = []
+    claimer = Claimer(
+        Shared(store.db, store.replica),
+        900,
+        lambda i: ran.append(f"{i.event_id} {i.event['ts']}"),
+        lambda i: pytest.fail("the store is up"),
+    )
+    gate = Gate(BOT)
     event = {"type": "app_mention", "user": "U1", "text": "hi", "channel": "C1", "ts": "1.000001"}
-    assert gate.accept({"event": event, "event_id": "Ev1"}) is not None
-    assert gate.accept({"event": event, "event_id": "Ev1"}, retry_attempt=1) is None  # redelivery
-    assert gate.accept({"event": event, "event_id": "Ev2"}) is None  # same message, new id
     as_dm = {**event, "type": "message", "channel_type": "im"}
-    assert gate.accept({"event": as_dm, "event_id": "Ev3"}) is None  # arrived both ways
     other = {**event, "ts": "1.000002"}
-    assert gate.accept({"event": other, "event_id": "Ev1"}) is None  # event id alone suffices
-    assert gate.accept({"event": {**other, "ts": "1.000003"}, "event_id": "Ev4"}) is not None
-
-
-def test_dedupe_memory_is_bounded_and_expires() -> None:
-    now = [0.0]
-    d = Deduper(ttl=900, max_entries=1000, clock=lambda: now[0])
-    for i in range(5000):
-        assert not d.seen([("ev", i)])
-    assert len(d) <= 1000
-    assert d.seen([("ev", 4999)]) and not d.seen([("ev", 0)])  # the oldest were dropped
-    now[0] = 899.0
-    assert d.seen([("ev", 4999)])
-    now[0] = 899.0 + 901
-    assert not d.seen([("ev", 4998)])  # expired
+    for payload in (
+        {"event": event, "event_id": "Ev1"},
+        {"event": event, "event_id": "Ev1"},  # a redelivery
+        {"event": event, "event_id": "Ev2"},  # the same message under a new id
+        {"event": as_dm, "event_id": "Ev3"},  # a DM mention arrives both ways
+        {"event": other, "event_id": "Ev1"},  # the event id alone suffices
+        {"event": {**other, "ts": "1.000003"}, "event_id": "Ev4"},
+    ):
+        inbound = gate.candidate(payload)
+        assert inbound is not None
+        claimer.submit(inbound)
+    claimer.close()
+    assert ran == ["Ev1 1.000001", "Ev4 1.000003"]
 
 
 def test_message_carries_ids_not_names(fake_slack: FakeSlack) -> None:
     event = fake_slack.app_mention("help", user="U0ALICE", thread_ts="1.5", user_team="T0OTHER")
-    inbound = Gate(Deduper(), BOT).accept({"event": event, "event_id": "Ev9"})
+    inbound = Gate(BOT).candidate({"event": event, "event_id": "Ev9"})
     assert inbound is not None and not inbound.is_dm
     msg = to_message(inbound, responder=None)  # type: ignore[arg-type]
     assert (msg.user.id, msg.user.email, msg.user.name, msg.user.source) == (
@@ -96,7 +101,7 @@ def test_message_carries_ids_not_names(fake_slack: FakeSlack) -> None:
     )
     assert msg.user.team_id == "T0OTHER" and msg.user.extra["team"] == fake_slack.team_id
     assert (msg.thread, msg.ts, msg.channel) == ("1.5", event["ts"], event["channel"])
-    dm = Gate(Deduper(), BOT).accept({"event": fake_slack.im_message("hi"), "event_id": "E"})
+    dm = Gate(BOT).candidate({"event": fake_slack.im_message("hi"), "event_id": "E"})
     assert dm is not None and dm.is_dm
 
 
@@ -348,22 +353,6 @@ def test_token_checks_name_the_token_and_never_echo_it() -> None:
             check_tokens(env)
         assert expected in str(info.value) and "secret" not in str(info.value)
         assert "docs/slack.md" in str(info.value)
-
-
-def test_deduper_is_thread_safe() -> None:
-    d = Deduper()
-    wins: list[int] = []
-
-    def race(i: int) -> None:
-        if not d.seen([("msg", "C1", "1.0")]):
-            wins.append(i)
-
-    threads = [threading.Thread(target=race, args=(i,)) for i in range(20)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    assert len(wins) == 1
 
 
 def test_manifest_has_what_serve_needs() -> None:

@@ -82,8 +82,8 @@ class SlackBot:
         self.marvin, self.client, self.settings = marvin, client, settings
         # Dedupe and confirmations live in the store: a redelivery or a button press may
         # reach any replica (Socket Mode spreads envelopes over connections).
-        deduper = SharedDeduper(marvin.shared, settings.dedupe_seconds)
-        self.gate = Gate(deduper, bot_user_id)
+        self.deduper = SharedDeduper(marvin.shared, settings.dedupe_seconds)  # button presses
+        self.gate = Gate(bot_user_id)
         self.claims = Claimer(marvin.shared, settings.dedupe_seconds, self._fresh, self._unclaimed)
         self.confirmations = Confirmations(
             client,
@@ -179,7 +179,7 @@ class SlackBot:
     def _on_action(self, ack: Callable[[], Any], body: dict[str, Any]) -> None:
         ack()  # already acknowledged on the socket; this just keeps Bolt content
         click = body.get("trigger_id") or (body.get("actions") or [{}])[0].get("action_ts")
-        if click and self.gate.deduper.seen([("ia", str(click))]):
+        if click and self.deduper.seen([("ia", str(click))]):
             log.info("duplicate interaction dropped", trigger_id=click)
             return
         self.confirmations.on_action(body)

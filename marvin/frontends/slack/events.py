@@ -4,8 +4,8 @@ A bot must never trigger Marvin, so anything with a bot marker, a hidden subtype
 author is dropped. Slack redelivers un-acknowledged envelopes, sometimes resends one, and has
 been seen sending one message under two event ids (and a DM mention arrives both as
 ``app_mention`` and as ``message``), so acceptance is keyed both by event id and by
-``(channel, ts)``. ``SharedDeduper`` keeps those keys in the store, so a redelivery is caught
-on whichever replica it lands, and after a restart.
+``(channel, ts)``. Those keys are claimed in the store, so a redelivery is caught on whichever
+replica it lands, and after a restart (``SharedDeduper`` does the same for button presses).
 
 Events are claimed off the socket workers by ``Claimer``: one thread writes the claims of
 everything that arrived since its last write in one statement. Claiming on the socket
@@ -17,8 +17,6 @@ from __future__ import annotations
 
 import queue
 import threading
-import time
-from collections import OrderedDict
 from collections.abc import Callable, Hashable, Iterable
 from dataclasses import dataclass
 from typing import Any
@@ -28,7 +26,7 @@ import structlog
 from marvin.core.facade import SharedState
 from marvin.core.model import Message, Responder, User
 
-__all__ = ["Claimer", "Deduper", "SharedDeduper", "Gate", "Inbound", "classify", "to_message"]
+__all__ = ["Claimer", "SharedDeduper", "Gate", "Inbound", "classify", "to_message"]
 
 log = structlog.get_logger("marvin.slack.events")
 
@@ -82,60 +80,28 @@ def classify(event: dict[str, Any], bot_user_id: str | None) -> str | None:
     return None
 
 
-class Deduper:
-    """Keys seen in the last ``ttl`` seconds, at most ``max_entries`` of them (oldest go
-    first). Thread-safe: events arrive on several socket-mode worker threads at once."""
-
-    def __init__(
-        self,
-        ttl: float = 900.0,
-        max_entries: int = 100_000,
-        clock: Callable[[], float] = time.monotonic,
-    ) -> None:
-        self.ttl, self.max_entries, self.clock = ttl, max_entries, clock
-        self._seen: OrderedDict[Hashable, float] = OrderedDict()  # key -> expiry, in time order
-        self._lock = threading.Lock()
-
-    def seen(self, keys: Iterable[Hashable]) -> bool:
-        """Record ``keys`` (aliases of one message); True if any was already recorded."""
-        now = self.clock()
-        keys = [k for k in keys if k is not None]
-        with self._lock:
-            while self._seen:  # TTL is constant, so insertion order is expiry order
-                oldest, expiry = next(iter(self._seen.items()))
-                if expiry > now and len(self._seen) + len(keys) <= self.max_entries:
-                    break
-                del self._seen[oldest]
-            dup = any(k in self._seen for k in keys)
-            for k in keys:
-                self._seen[k] = now + self.ttl
-                self._seen.move_to_end(k)
-            return dup
-
-    def __len__(self) -> int:
-        return len(self._seen)
-
-
 def _names(keys: Iterable[Hashable]) -> list[str]:
     return ["slack:" + ":".join(map(str, k)) if isinstance(k, tuple) else str(k) for k in keys]
 
 
 class SharedDeduper:
-    """``Deduper.seen`` on the store's claims (``SharedState.claim``): a key is recorded only
-    once the store has it, so a failed claim never hides the redelivery that follows."""
+    """Keys (aliases of one thing, e.g. a button press) seen before, in the store's claims
+    (``SharedState.claim``): a key is recorded only once the store has it, so a failed claim
+    never hides the redelivery that follows."""
 
     def __init__(self, shared: SharedState, ttl: float = 900.0) -> None:
         self.shared, self.ttl = shared, ttl
 
     def seen(self, keys: Iterable[Hashable]) -> bool:
+        """Record ``keys``; True if any was recorded already (and unexpired)."""
         return not self.shared.claim(_names(k for k in keys if k is not None), self.ttl)
 
 
 class Gate:
-    """Filter, then deduplicate. Returns the Inbound to act on, or None."""
+    """Which events may be commands (``Claimer`` then drops the ones seen before)."""
 
-    def __init__(self, deduper: Deduper | SharedDeduper, bot_user_id: str | None) -> None:
-        self.deduper, self.bot_user_id = deduper, bot_user_id
+    def __init__(self, bot_user_id: str | None) -> None:
+        self.bot_user_id = bot_user_id
 
     def candidate(self, payload: dict[str, Any]) -> Inbound | None:
         """The event if it may be a command (not yet deduplicated)."""
@@ -147,23 +113,13 @@ class Gate:
             return None
         return Inbound(event, event_id, event.get("channel_type") == "im")
 
-    def accept(self, payload: dict[str, Any], retry_attempt: int | None = None) -> Inbound | None:
-        inbound = self.candidate(payload)
-        if inbound is None:
-            return None
-        if self.deduper.seen(inbound.keys):
-            _duplicate(inbound, retry_attempt)
-            return None
-        return inbound
 
-
-def _duplicate(inbound: Inbound, retry_attempt: int | None = None) -> None:
+def _duplicate(inbound: Inbound) -> None:
     log.info(
         "duplicate event dropped",
         event_id=inbound.event_id,
         channel=inbound.key[0],
         ts=inbound.key[1],
-        retry_attempt=retry_attempt,
         type=inbound.event.get("type"),
     )
 
