@@ -50,20 +50,21 @@ class Shared:
         todo = sorted(first)
         now = time.time()
         taken: set[str] = set()
-        for i in range(0, len(todo), _CHUNK):
-            chunk = todo[i : i + _CHUNK]
-            args: list[Any] = []
-            for key in chunk:
-                args += [key, self.replica, now, now + ttl]
-            rows = self.db.rows(
-                "INSERT INTO claims (key, replica, created_at, expires_at) VALUES "
-                + ",".join(["(?,?,?,?)"] * len(chunk))
-                + " ON CONFLICT (key) DO UPDATE SET replica = excluded.replica,"
-                " created_at = excluded.created_at, expires_at = excluded.expires_at"
-                " WHERE claims.expires_at < ? RETURNING key",
-                [*args, now],
-            )
-            taken.update(r["key"] for r in rows)
+        with self.db.transaction() as tx:  # all or nothing: a failed batch claims no key
+            for i in range(0, len(todo), _CHUNK):
+                chunk = todo[i : i + _CHUNK]
+                args: list[Any] = []
+                for key in chunk:
+                    args += [key, self.replica, now, now + ttl]
+                rows = tx.rows(
+                    "INSERT INTO claims (key, replica, created_at, expires_at) VALUES "
+                    + ",".join(["(?,?,?,?)"] * len(chunk))
+                    + " ON CONFLICT (key) DO UPDATE SET replica = excluded.replica,"
+                    " created_at = excluded.created_at, expires_at = excluded.expires_at"
+                    " WHERE claims.expires_at < ? RETURNING key",
+                    [*args, now],
+                )
+                taken.update(r["key"] for r in rows)
         return [all(first[k] == n and k in taken for k in keys) for n, keys in enumerate(wanted)]
 
     def purge(self) -> int:
