@@ -28,29 +28,22 @@ from pathlib import Path
 import httpx
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from benchmarks.noop_config import noop_config  # noqa: E402
+
 EMAIL = "bench@example.com"
 
 
 def _config(tmp: Path) -> Path:
-    (tmp / "commands").mkdir()
-    (tmp / "commands" / "bench.py").write_text(
-        "from marvin import command\n\n"
-        "@command('bench.noop', 'noop', description='Does nothing', examples=['noop'])\n"
-        "def noop(ctx):\n    return 'ok'\n"
+    # Rate limits and queues out of the way: the figure is the API's own cost.
+    return noop_config(
+        tmp,
+        EMAIL,
+        rule="groups: [ops]",
+        extra="jobs: {workers: 32, queue: 100000, per_user: 100000}\n"
+        "api: {rate_per_minute: 100000000, burst: 1000000, replies_kept: 100000}\n",
     )
-    (tmp / "rbac.yaml").write_text("rules:\n  - commands: ['bench.*']\n    groups: [ops]\n")
-    (tmp / "directory.yaml").write_text(f"users:\n  {EMAIL}: {{groups: [ops]}}\n")
-    config = tmp / "marvin.yaml"
-    config.write_text(
-        f"commands: {{paths: [commands], lint: 'off'}}\n"
-        f"vocabulary: {ROOT / 'config' / 'vocabulary.yaml'}\n"
-        "state: {sqlite: state.sqlite3}\n"
-        "jobs: {workers: 32, queue: 100000, per_user: 100000}\n"
-        "security: {policy: rbac.yaml, directory: {backend: static, path: directory.yaml}}\n"
-        "api: {rate_per_minute: 100000000, burst: 1000000, replies_kept: 100000}\n"
-        "logging: {level: warning}\n"
-    )
-    return config
 
 
 def _free_port() -> int:

@@ -40,28 +40,13 @@ from slack_bolt.adapter.socket_mode import SocketModeHandler  # noqa: E402
 from slack_sdk import WebClient  # noqa: E402
 
 from benchmarks.fakeproc import FakeProcess  # noqa: E402
+from benchmarks.noop_config import noop_config  # noqa: E402
 
 USER, EMAIL = "U0BENCH01", "alice@example.com"
 
 
 def _config(tmp: Path) -> Path:
-    (tmp / "commands").mkdir()
-    (tmp / "commands" / "bench.py").write_text(
-        "from marvin import command\n\n"
-        "@command('bench.noop', 'noop', description='Does nothing', examples=['noop'])\n"
-        "def noop(ctx):\n    return 'ok'\n"
-    )
-    (tmp / "rbac.yaml").write_text("rules:\n  - commands: ['bench.*']\n    everyone: true\n")
-    (tmp / "directory.yaml").write_text(f"users:\n  {EMAIL}: {{groups: [ops]}}\n")
-    cfg = tmp / "marvin.yaml"
-    cfg.write_text(
-        "commands: {paths: [commands], lint: 'off'}\n"
-        f"vocabulary: {ROOT / 'config' / 'vocabulary.yaml'}\n"
-        "state: {sqlite: state.sqlite3}\n"
-        "security: {policy: rbac.yaml, directory: {backend: static, path: directory.yaml}}\n"
-        "logging: {level: warning}\n"
-    )
-    return cfg
+    return noop_config(tmp, EMAIL, rule="everyone: true")
 
 
 @contextmanager

@@ -4,7 +4,6 @@ request pipeline (``marvin.runtime.app``), which delegates here."""
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable
 from typing import Any
 
@@ -47,7 +46,7 @@ class Lifecycle:
         """Every ``state.heartbeat_seconds`` on the pulse thread: forget expired claims;
         once started (serve, shell), record dead replicas' executions interrupted."""
         self.shared.purge()  # expired event claims
-        self.rt.store.expire_plans(time.time() - self.state.plan_hours * 3600)
+        self.rt.store.expire_plans(self.state.plans_made_before)
         if self.started:
             control.recover(self.rt, self.notify)
 

@@ -249,9 +249,9 @@ def apply_request(app: Marvin, msg: Message, plan_id: str) -> str | None:
             f"`{plan_id}` was applied already (by `{row['applied_by']}`); plan again."
         )
         return None
-    lifetime = app.state.plan_hours * 3600
-    if row["params"] is None or float(row["created_at"] or 0) < time.time() - lifetime:
-        app.rt.store.expire_plans(time.time() - lifetime)
+    before = app.state.plans_made_before
+    if row["params"] is None or float(row["created_at"] or 0) < before:
+        app.rt.store.expire_plans(before)
         msg.responder.whisper(
             f"`{plan_id}` has expired (plans last {app.state.plan_hours:g} hours, "
             "`state.plan_hours`); plan again."

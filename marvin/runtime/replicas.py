@@ -45,6 +45,11 @@ class StateSettings:
     host: str = ""  # empty: this machine's boot id and pid namespace
     plan_hours: float = 24.0  # an unapplied plan (and its parameters) is forgotten after this
 
+    @property
+    def plans_made_before(self) -> float:
+        """The creation time before which an unapplied plan has expired (now)."""
+        return time.time() - self.plan_hours * 3600
+
     @classmethod
     def from_config(cls, config: Any) -> StateSettings:
         get = config.get

@@ -30,6 +30,7 @@ __all__ = ["KeepAliveWebClient"]
 
 _MAX_LINE = 65536
 _MAX_HEADERS = 100
+_SET_HERE = frozenset({"host", "content-length", "accept-encoding", "connection"})  # by us
 
 
 class _Closed(ConnectionError):
@@ -155,9 +156,6 @@ class _Connection:
                 return b"".join(out)
             out.append(self._exactly(size))
             self._exactly(2)  # the CRLF after each chunk
-
-
-_SET_HERE = frozenset({"host", "content-length", "accept-encoding", "connection"})
 
 
 class KeepAliveWebClient(WebClient):
