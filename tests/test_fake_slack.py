@@ -304,6 +304,38 @@ def test_raw_protocol_tickets_redelivery_and_queueing() -> None:
         assert len(fake.errors) == 3  # bad ticket, unknown ack, reused ticket
 
 
+def test_a_burst_goes_out_back_to_back_and_a_stream_at_its_pace() -> None:
+    """The benchmarks' bursts: every envelope written by the fake in order, each one ackable,
+    none paced by the client; a stream keeps its interval on the fake's clock."""
+    with FakeSlack.start() as fake:
+        client = WebClient(token=fake.bot_token, base_url=fake.api_url)
+        url = client.apps_connections_open(app_token=fake.app_token)["url"]
+        with ws_connect(url, open_timeout=2) as ws:
+            assert json.loads(ws.recv(timeout=2))["type"] == "hello"
+            fake.wait_connected()
+            events = [fake.app_mention(f"help {n}") for n in range(50)]
+            ids = fake.send_events(events)  # returns once all are on the wire
+            got = [json.loads(ws.recv(timeout=2)) for _ in ids]
+            assert [g["envelope_id"] for g in got] == ids
+            assert [g["payload"]["event"]["ts"] for g in got] == [e["ts"] for e in events]
+            sent = [fake.envelope(i).sent_at for i in ids]
+            assert None not in sent and sent == sorted(sent)
+            for envelope_id in ids:
+                ws.send(json.dumps({"envelope_id": envelope_id}))
+            assert all(fake.wait_ack(i).acked_at is not None for i in ids)
+
+            stream = fake.send_events([fake.app_mention("help") for _ in range(4)], interval=0.1)
+            first, last = (fake.envelope(i).sent_at or 0.0 for i in (stream[0], stream[-1]))
+            assert last - first >= 0.2  # three intervals of 0.1 s after the first
+            assert [json.loads(ws.recv(timeout=2))["envelope_id"] for _ in stream] == stream
+
+            with pytest.raises(ValueError, match="already used"):  # nothing is sent
+                fake.socket.send_many([fake.envelope(ids[0]).body])
+            ws.send(json.dumps({"envelope_id": stream[0]}))
+            assert fake.wait_ack(stream[0]).envelope_id == stream[0]
+        assert fake.errors == []
+
+
 def test_event_builders_look_like_slack(fake_slack: FakeSlack, client: WebClient) -> None:
     mention = fake_slack.app_mention("status", user="U0BOB", channel="C0OPS")
     assert mention["text"] == f"<@{fake_slack.bot_user_id}> status"

@@ -226,11 +226,15 @@ def test_a_connection_closed_before_any_answer_is_an_error_not_a_hang() -> None:
 
 
 class _CountingShared:
-    def __init__(self, real: object, fail: bool = False) -> None:
-        self.real, self.fail, self.batches = real, fail, []
+    def __init__(self, real: object, fail: bool = False, hold: threading.Event | None = None):
+        self.real, self.fail, self.hold, self.batches = real, fail, hold, []
+        self.writing = threading.Event()
 
     def claim_many(self, batch, ttl):  # type: ignore[no-untyped-def]
         self.batches.append(len(batch))
+        self.writing.set()
+        if self.hold is not None and len(self.batches) == 1:
+            self.hold.wait(5)  # the first write is slow
         if self.fail:
             raise OSError("the store is down")
         return self.real.claim_many(batch, ttl)  # type: ignore[attr-defined]
@@ -242,32 +246,58 @@ def test_the_claimer_runs_each_event_once_and_batches_a_burst(tmp_path) -> None:
     from marvin.runtime.store import Store
 
     store = Store(tmp_path / "s.sqlite3")
-    shared = _CountingShared(Shared(store.db, store.replica))
+    gate = threading.Event()
+    shared = _CountingShared(Shared(store.db, store.replica), hold=gate)
     ran: list[str] = []
     failed: list[str] = []
-    gate = threading.Event()
-    first_seen = threading.Event()
-
-    def fresh(inbound: Inbound) -> None:
-        ran.append(inbound.event["ts"])
-        if len(ran) == 1:
-            first_seen.set()
-            gate.wait(5)  # hold the claimer so the rest of the burst queues up
-
-    claimer = Claimer(shared, 600, fresh, lambda i: failed.append(i.event["ts"]))  # type: ignore[arg-type]
+    claimer = Claimer(
+        shared,  # type: ignore[arg-type]
+        600,
+        lambda i: ran.append(i.event["ts"]),
+        lambda i: failed.append(i.event["ts"]),
+    )
     events = [Inbound({"channel": "C1", "ts": f"1.{n:06d}", "user": "U1"}, f"Ev{n}", False)
               for n in range(200)]  # fmt: skip
-    claimer.submit(events[0])
-    assert first_seen.wait(5)
+    # An idle claimer: the first socket worker writes its own claim (slowly, here).
+    first = threading.Thread(target=claimer.submit, args=(events[0],))
+    first.start()
+    assert shared.writing.wait(5)
+    # Meanwhile the rest of the burst arrives: nobody waits for that write, all of it queues.
     for inbound in events[1:]:
         claimer.submit(inbound)
     claimer.submit(Inbound({"channel": "C1", "ts": "1.000007", "user": "U1"}, "EvNew", False))
     claimer.submit(events[3])  # a redelivery
+    assert ran == [] and first.is_alive()
     gate.set()
+    first.join(5)
     claimer.close()
     assert sorted(ran) == sorted(e.event["ts"] for e in events)  # each once, none twice
     assert failed == []
-    assert len(shared.batches) <= 3  # the 201 queued meanwhile went in one or two statements
+    assert shared.batches[0] == 1 and len(shared.batches) <= 3  # the 201 queued: one or two
+
+
+def test_an_idle_claimer_lets_the_caller_write_and_hand_over_at_once(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    from marvin.frontends.slack.events import Claimer, Inbound
+    from marvin.runtime.claims import Shared
+    from marvin.runtime.store import Store
+
+    store = Store(tmp_path / "s.sqlite3")
+    shared = _CountingShared(Shared(store.db, store.replica))
+    on: list[str] = []
+    failed: list[Inbound] = []
+    claimer = Claimer(
+        shared,  # type: ignore[arg-type]
+        600,
+        lambda i: on.append(threading.current_thread().name),
+        failed.append,
+    )
+    for n in range(3):  # one at a time, as a quiet channel sends them
+        claimer.submit(Inbound({"channel": "C1", "ts": f"2.{n}", "user": "U1"}, f"Ev{n}", False))
+        assert on == [threading.current_thread().name] * (n + 1)  # run before submit returned
+    claimer.submit(Inbound({"channel": "C1", "ts": "2.1", "user": "U1"}, "EvOther", False))
+    assert len(on) == 3  # the same message under another event id: a duplicate, not run
+    claimer.close()
+    assert shared.batches == [1, 1, 1, 1] and failed == []
 
 
 def test_when_the_store_is_down_the_asker_is_told_and_nothing_runs() -> None:

@@ -289,6 +289,23 @@ class FakeSlack(EventBuilders):
         """Deliver an ``events_api`` envelope to the newest connection, or with ``spread`` a
         random one other than ``avoid`` (queued until a client connects, as Slack does);
         returns its envelope_id once it is on the wire."""
+        body = self._event_envelope(event, retry_attempt, retry_reason, envelope_id, event_id)
+        return self.socket.send(body, avoid).envelope_id
+
+    def send_events(self, events: list[dict[str, Any]], interval: float = 0.0) -> list[str]:
+        """Deliver many ``events_api`` envelopes back to back (a burst), or one every
+        ``interval`` seconds; their envelope_ids."""
+        bodies = [self._event_envelope(ev, 0, "", None, None) for ev in events]
+        return [env.envelope_id for env in self.socket.send_many(bodies, interval)]
+
+    def _event_envelope(
+        self,
+        event: dict[str, Any],
+        retry_attempt: int,
+        retry_reason: str,
+        envelope_id: str | None,
+        event_id: str | None,
+    ) -> dict[str, Any]:
         envelope_id = envelope_id or str(uuid.uuid4())
         now = int(time.time())
         i = self.ident
@@ -334,7 +351,7 @@ class FakeSlack(EventBuilders):
                 stored = self.store.messages.get((channel, edited.get("ts")))
                 if stored is not None:
                     stored["text"] = edited.get("text", stored.get("text"))
-        return self.socket.send(body, avoid).envelope_id
+        return body
 
     def send_interactive(
         self, payload: dict[str, Any], *, envelope_id: str | None = None, avoid: int | None = None

@@ -6,9 +6,10 @@ command per stdin line with one JSON line, and stops at end of input:
 * ``{"op": "add_user", "id": "U0X", "email": "x@example.com"}``
 * ``{"op": "wait_connected", "timeout": 20}``
 * ``{"op": "measure", "text": "help", "user": "U0X", "n": 200, "burst": true}``: send ``n``
-  mentions (one at a time, or all at once) and answer the milliseconds from each envelope
-  written to its acknowledgement (``acks``) and to the first ``chat.postMessage`` in its
-  thread (``replies``), as the fake's own clock saw them.
+  mentions (one at a time; or all at once, back to back on the wire; or, with
+  ``"interval": 0.002``, one every 2 ms on the fake's clock) and answer the milliseconds
+  from each envelope written to its acknowledgement (``acks``) and to the first
+  ``chat.postMessage`` in its thread (``replies``), as the fake's own clock saw them.
 """
 
 from __future__ import annotations
@@ -24,16 +25,19 @@ from tests.fakes.slack import FakeSlack
 __all__ = ["main"]
 
 
-def measure(fake: FakeSlack, text: str, user: str, n: int, burst: bool) -> dict[str, Any]:
+def measure(
+    fake: FakeSlack, text: str, user: str, n: int, burst: bool, interval: float = 0.0
+) -> dict[str, Any]:
     since = len(fake.calls)
     events = [fake.app_mention(text, user=user) for _ in range(n)]
     sent: list[str] = []
     seen = _Replies(fake, since)
-    for ev in events:
+    if burst:
+        sent = fake.send_events(events, interval)  # one burst on the wire (or a steady stream)
+    for ev in [] if burst else events:
         sent.append(fake.send_event(ev))
-        if not burst:
-            fake.wait_ack(sent[-1], timeout=10)
-            seen.wait({ev["ts"]}, timeout=10)
+        fake.wait_ack(sent[-1], timeout=10)
+        seen.wait({ev["ts"]}, timeout=10)
     # A burst is collected by polling, not by waking on every call and ack: the measuring
     # thread must not compete with the fake's own work while the replies are arriving.
     replied = seen.wait({ev["ts"] for ev in events}, timeout=30, poll=0.005)
@@ -97,7 +101,8 @@ def main(argv: list[str] | None = None) -> int:
                 elif op == "wait_connected":
                     out = {"connections": fake.wait_connected(timeout=cmd.get("timeout", 20))}
                 elif op == "measure":
-                    out = measure(fake, cmd["text"], cmd["user"], cmd["n"], cmd["burst"])
+                    args = (cmd["text"], cmd["user"], cmd["n"], cmd["burst"])
+                    out = measure(fake, *args, cmd.get("interval", 0.0))
                 else:
                     out = {"error": f"unknown op {op!r}"}
             except Exception as exc:  # answer it; the caller decides

@@ -85,18 +85,24 @@ class ResilientSocketModeClient(SocketModeClient):
 
     def enqueue_message(self, message: str) -> None:
         """Called by the reader thread for each text frame. Envelopes are acknowledged right
-        here, before the frame waits in the client's queue and worker pool behind others, so a
-        burst of events (or a busy Marvin) never delays an ack. Disconnect messages are looked
-        at before the processor thread reconnects on them."""
+        here, before the frame waits in the worker pool behind others, so a burst of events
+        (or a busy Marvin) never delays an ack; then they go straight to the workers (the
+        client's processor thread would only parse each one again and hand it on: one more
+        thread to wake per event). Anything else (hello, disconnect) takes the client's own
+        path; disconnect messages are looked at before its processor thread reconnects."""
         try:
             msg = json.loads(message)
         except ValueError:
             msg = None
-        if isinstance(msg, dict):
-            if msg.get("envelope_id"):
-                self._ack(str(msg["envelope_id"]))
-            elif msg.get("type") == "disconnect":
-                self._on_disconnect_message(msg.get("reason"))
+        if isinstance(msg, dict) and msg.get("envelope_id"):
+            self._ack(str(msg["envelope_id"]))
+            try:
+                self.message_workers.submit(self.run_message_listeners, msg, message)
+            except RuntimeError:  # the pool is shut down, which happens only on close
+                log.warning("envelope dropped while closing", envelope_id=msg["envelope_id"])
+            return
+        if isinstance(msg, dict) and msg.get("type") == "disconnect":
+            self._on_disconnect_message(msg.get("reason"))
         super().enqueue_message(message)
 
     def start_supervisor(self) -> None:
