@@ -12,6 +12,7 @@ import pytest
 
 from tests import api_world as w
 from tests.fakes import aws
+from tests.fakes.ports import free_port
 
 moto_server = aws.moto_server
 aws_env = aws.aws_env
@@ -37,7 +38,7 @@ def test_curl_examples_run_as_written(aws_env: str, tmp_path: Path) -> None:
     }
     config = w.ROOT / "config" / "marvin.yaml"
     key = w.create_keys(config, env, {"docs": ("operator@example.com",)})["docs"]
-    port = w.free_port()
+    port = free_port()
     api = w.Serve(config, env, "api", "--port", str(port), log_dir=tmp_path)  # not in config/
     url = f"http://127.0.0.1:{port}"
     try:

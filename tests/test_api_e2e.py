@@ -13,6 +13,7 @@ import httpx
 import pytest
 
 from tests import api_world as w
+from tests.fakes.ports import free_port
 from tests.fakes.slack import FakeSlack
 from tests.fakes.slapd import group_dn, user_dn
 
@@ -35,7 +36,7 @@ class World:
         self.root, self.slapd, self.fake = root, slapd, fake
         self.config = w.write_config(root, slapd)
         self.env = w.env_for(slapd, fake.env())
-        self.port = w.free_port()
+        self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.keys: dict[str, str] = {}
         self.serve: w.Serve | None = None

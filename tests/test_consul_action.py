@@ -25,7 +25,8 @@ from marvin.actions.maintenance import KIND, end_window, iso, window, write
 from marvin.config import DEFAULT_CONFIG, load_config
 from marvin.runtime.due import DueLog, run_due
 from marvin.runtime.store import Store
-from tests.fakes.consul import FakeConsul, free_port
+from tests.fakes.consul import FakeConsul
+from tests.fakes.ports import free_port
 
 pytestmark = pytest.mark.timeout(30)
 

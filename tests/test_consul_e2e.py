@@ -15,7 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.fakes.consul import FakeConsul, free_port
+from tests.fakes.consul import FakeConsul
+from tests.fakes.ports import free_port
 from tests.fakes.slack import CHANNEL, Call, FakeSlack
 from tests.serving import ROOT, Serve, marvin_yaml
 from tests.test_slack_serve import posts, text_has

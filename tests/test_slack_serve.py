@@ -5,7 +5,6 @@ test where it matters); tests that kill the fake or the process start their own.
 from __future__ import annotations
 
 import signal
-import socket
 import time
 import urllib.error
 import urllib.request
@@ -14,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.fakes.ports import free_port
 from tests.fakes.slack import CHANNEL, Call, FakeSlack
 from tests.serving import Serve, marvin_yaml
 
@@ -67,12 +67,6 @@ def write_config(root: Path) -> Path:
 def add_users(fake: FakeSlack) -> None:
     for uid in (ALICE, BOB, CAROL):
         fake.add_user(uid, email=f"{uid[2:].lower()}@example.com")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @pytest.fixture(scope="module")

@@ -2,17 +2,11 @@
 
 from __future__ import annotations
 
-import socket
 from collections.abc import Iterator
 
 import pytest
 
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
+from tests.fakes.ports import free_port as _free_port
 
 # What boto3 needs to reach moto, besides AWS_ENDPOINT_URL (for module-scoped fixtures too).
 ENV = {

@@ -372,12 +372,6 @@ class _Handler(BaseHTTPRequestHandler):
             pass  # the client gave up waiting (a timeout test)
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 @pytest.fixture
 def fake_consul(monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeConsul]:
     """A fake with ACLs off; CONSUL_HTTP_ADDR points at it (for this process and children)."""

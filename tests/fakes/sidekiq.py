@@ -17,7 +17,6 @@ import json
 import os
 import secrets
 import shutil
-import socket
 import subprocess
 import threading
 import time
@@ -28,13 +27,9 @@ from typing import Any
 import pytest
 import redis
 
+from tests.fakes.ports import free_port as _free_port
+
 PASSWORD = "sidekiq-test-" + secrets.token_hex(4)
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 class RedisServer:

@@ -28,6 +28,8 @@ from pathlib import Path
 import pytest
 from ldap3 import Connection, Server
 
+from tests.fakes.ports import free_port as _free_port
+
 SLAPD = shutil.which("slapd") or "/usr/sbin/slapd"
 MODULE_PATH = "/usr/lib/ldap"
 SCHEMA_DIR = "/etc/ldap/schema"
@@ -96,12 +98,6 @@ rootpw {rootpw}
 directory {data}
 overlay memberof
 """
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 class Slapd:
