@@ -34,10 +34,11 @@ def measure(
     seen = _Replies(fake, since)
     if burst:
         sent = fake.send_events(events, interval)  # one burst on the wire (or a steady stream)
-    for ev in [] if burst else events:
-        sent.append(fake.send_event(ev))
-        fake.wait_ack(sent[-1], timeout=10)
-        seen.wait({ev["ts"]}, timeout=10)
+    else:
+        for ev in events:
+            sent.append(fake.send_event(ev))
+            fake.wait_ack(sent[-1], timeout=10)
+            seen.wait({ev["ts"]}, timeout=10)
     # A burst is collected by polling, not by waking on every call and ack: the measuring
     # thread must not compete with the fake's own work while the replies are arriving.
     replied = seen.wait({ev["ts"] for ev in events}, timeout=30, poll=0.005)

@@ -187,32 +187,29 @@ class SocketModeServer:
     def send(self, body: dict[str, Any], avoid: int | None = None) -> Envelope:
         """Send (or queue, if no client is connected) an envelope; blocks until it is written.
         ``avoid``: with ``spread``, not to this connection (when another is live)."""
-        env = Envelope(body["envelope_id"], body, body["envelope_id"])
-        with self.store.cond:
-            if env.envelope_id in self.envelopes:
-                raise ValueError(f"envelope_id {env.envelope_id} already used")
-            self.envelopes[env.envelope_id] = env
-        asyncio.run_coroutine_threadsafe(self._deliver(env, avoid), self.loop).result(5)
-        return env
+        return self.send_many([body], avoid=avoid)[0]
 
-    def send_many(self, bodies: list[dict[str, Any]], interval: float = 0.0) -> list[Envelope]:
+    def send_many(
+        self, bodies: list[dict[str, Any]], interval: float = 0.0, avoid: int | None = None
+    ) -> list[Envelope]:
         """Send envelopes back to back, as Slack does in a burst (or one every ``interval``
         seconds, on the fake's clock whatever the client does): all written by one task on
         the loop, with no hand-over between threads per envelope (which paced a burst at the
         fake's own speed, 1-2 ms each, and slower the more the client made it work)."""
         envs = [Envelope(b["envelope_id"], b, b["envelope_id"]) for b in bodies]
         with self.store.cond:
-            for env in envs:
-                if env.envelope_id in self.envelopes:
-                    raise ValueError(f"envelope_id {env.envelope_id} already used")
-            self.envelopes.update((env.envelope_id, env) for env in envs)
+            ids = [env.envelope_id for env in envs]
+            for n, envelope_id in enumerate(ids):
+                if envelope_id in self.envelopes or envelope_id in ids[:n]:
+                    raise ValueError(f"envelope_id {envelope_id} already used")
+            self.envelopes.update(zip(ids, envs, strict=True))
 
         async def deliver_all() -> None:
             start = time.monotonic()
             for n, env in enumerate(envs):
                 if interval:
                     await asyncio.sleep(max(0.0, start + n * interval - time.monotonic()))
-                await self._deliver(env)
+                await self._deliver(env, avoid)
 
         timeout = 5 + len(envs) * (interval + 0.01)
         asyncio.run_coroutine_threadsafe(deliver_all(), self.loop).result(timeout)

@@ -8,11 +8,11 @@ been seen sending one message under two event ids (and a DM mention arrives both
 replica it lands, and after a restart (``SharedDeduper`` does the same for button presses).
 
 ``Claimer`` writes the claims. When none is being written, the socket worker writes its own
-at once (no other thread to wake: at a steady 250 events a second that took 0.3 ms off each
-reply's p50 and 2 ms off its p90). While one is being written, the others do not wait: they
-queue, and the claimer's thread writes everything queued in one statement next. Claiming on
-every socket worker, one transaction each, queued a burst of 200 behind the store's lock (p50
-13 ms per event, and the workers were the bottleneck of the whole reply).
+at once (no other thread to wake per event, which is what a steady stream of events meets).
+While one is being written, the others do not wait: they queue, and the claimer's thread
+writes everything queued in one statement next. Claiming on every socket worker, one
+transaction each, queued a burst of 200 behind the store's lock (p50 13 ms per event, and the
+workers were the bottleneck of the whole reply).
 """
 
 from __future__ import annotations
