@@ -95,6 +95,15 @@ def test_check_passes_without_the_secrets_and_says_so(cfg: Path) -> None:
     assert "security.duo.skey_env: DUO_SKEY is not set here" in result.stderr
 
 
+def test_check_warns_about_a_setting_that_no_longer_does_anything(cfg: Path) -> None:
+    quiet = marvin(cfg, "check")
+    assert quiet.returncode == 0 and "dedupe_max" not in quiet.stderr, quiet.stderr
+    edit(cfg, "logging:\n", "slack:\n  dedupe_max: 5000\nlogging:\n")
+    warned = marvin(cfg, "check")
+    assert warned.returncode == 0, warned.stderr  # an old config still loads
+    assert "warning: slack.dedupe_max: no longer used" in warned.stderr
+
+
 @pytest.mark.parametrize("command", [["check"], ["run", "marvin.whoami"], ["shell"], ["serve"]])
 def test_a_policy_that_does_not_fit_the_table_is_one_clean_line(
     cfg: Path, command: list[str]

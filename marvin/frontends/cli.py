@@ -288,7 +288,7 @@ def _check(config: Config, args: argparse.Namespace) -> int:
     """The full gate: configuration (every section, with or without tokens), the command table,
     vocabulary and policy, without starting anything. Whatever serve would reject fails here."""
     from marvin.bootstrap import load_table
-    from marvin.frontends.slack.settings import SlackSettings
+    from marvin.frontends.slack.settings import SlackSettings, retired
     from marvin.security.settings import check_security
 
     table, problems = load_table(config)
@@ -296,7 +296,7 @@ def _check(config: Config, args: argparse.Namespace) -> int:
         print(f"lint warning: {problem}", file=sys.stderr)
     SlackSettings.from_config(config)  # ConfigError: printed by main, exit 2
     try:
-        warnings = check_security(config, table)
+        warnings = retired(config) + check_security(config, table)
         from marvin.frontends.http.settings import ApiSettings
 
         ApiSettings.from_config(config)  # the api: section, so a typo never waits for serve

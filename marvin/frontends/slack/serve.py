@@ -32,6 +32,7 @@ from marvin.frontends.slack.settings import (
     TokenError,
     check_tokens,
     rejected,
+    retired,
 )
 from marvin.security import build_slack_identity
 
@@ -55,6 +56,8 @@ def serve(config: Config, args: Any, env: Mapping[str, str] | None = None) -> in
     """Run until SIGTERM (exit 0) or Ctrl-C; 2 for bad tokens, 1 when Slack is unreachable."""
     env = os.environ if env is None else env
     settings = SlackSettings.from_config(config)  # ConfigError: the CLI prints it, exit 2
+    for warning in retired(config):
+        log.warning(warning)
     try:
         bot_token, app_token = check_tokens(env)
     except TokenError as exc:

@@ -13,11 +13,17 @@ from typing import Any
 
 from marvin.config import Config, check_keys
 
-__all__ = ["SlackSettings", "TokenError", "check_tokens", "DEFAULT_API_URL"]
+__all__ = ["SlackSettings", "TokenError", "check_tokens", "retired", "DEFAULT_API_URL"]
 
 DEFAULT_API_URL = "https://slack.com/api/"
 _EMOJI = re.compile(r"[a-z0-9_+'\-]+")
 _STATES = ("accepted", "succeeded", "failed", "cancelled", "interrupted")
+# Keys that did something once: still accepted (a config from then keeps working), warned
+# about by `marvin check` and at start, so nobody tunes a setting that does nothing.
+_RETIRED = {
+    "dedupe_max": "no longer used (event claims live in the store; slack.dedupe_seconds is "
+    "how long they are kept): remove it",
+}
 
 
 def _default_reactions() -> dict[str, str]:
@@ -38,12 +44,12 @@ class SlackSettings:
     file_threshold_chars: int = 20000  # longer than this: attached as a file instead
     confirm_timeout: float = 300.0  # Confirm/Cancel buttons expire after this
     dedupe_seconds: float = 900.0  # remember event ids and (channel, ts) this long
-    dedupe_max: int = 100_000  # unused since the claims live in the store; still accepted
     health_host: str = "0.0.0.0"  # the probe comes from outside the container
 
     @classmethod
     def from_config(cls, config: Config) -> SlackSettings:
-        raw = check_keys(config.error, "slack", config.get("slack"), (f.name for f in fields(cls)))
+        known = [*(f.name for f in fields(cls)), *_RETIRED]
+        raw = check_keys(config.error, "slack", config.get("slack"), known)
         values: dict[str, Any] = {}
         checks: dict[str, tuple[Any, str]] = {
             "ping_interval": (lambda v: _num(v) and 0 < v <= 60, "seconds between 0 and 60"),
@@ -54,7 +60,6 @@ class SlackSettings:
             "file_threshold_chars": (lambda v: _int(v) and v >= 1000, "a whole number >= 1000"),
             "confirm_timeout": (lambda v: _num(v) and v > 0, "seconds > 0"),
             "dedupe_seconds": (lambda v: _num(v) and v >= 900, "seconds >= 900 (15 minutes)"),
-            "dedupe_max": (lambda v: _int(v) and v >= 1000, "a whole number >= 1000"),
             "health_host": (lambda v: isinstance(v, str) and v != "", "a host name or address"),
         }
         for key, (check, expected) in checks.items():
@@ -70,6 +75,13 @@ class SlackSettings:
                 "slack.file_threshold_chars", "must be at least slack.max_message_chars"
             )
         return out
+
+
+def retired(config: Config) -> list[str]:
+    """Warnings for the retired keys this configuration still sets."""
+    raw = config.get("slack")
+    given = raw if isinstance(raw, Mapping) else {}
+    return [f"slack.{key}: {why}" for key, why in _RETIRED.items() if key in given]
 
 
 def _num(v: Any) -> bool:
