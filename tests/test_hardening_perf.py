@@ -8,6 +8,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 
 import pytest
 
@@ -314,3 +315,33 @@ def test_when_the_store_is_down_the_asker_is_told_and_nothing_runs() -> None:
     claimer.submit(Inbound({"channel": "C1", "ts": "1.0", "user": "U1"}, "Ev1", False))
     claimer.close()
     assert ran == [] and told == ["1.0"]
+
+
+def test_when_the_store_cannot_record_a_mention_the_asker_is_told_and_nothing_runs(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from marvin.frontends.slack.bot import UNRECORDED, SlackBot, web_client
+    from marvin.frontends.slack.settings import SlackSettings
+    from marvin.testing import make_bot
+
+    marvin = make_bot([], state_dir=tmp_path).app
+
+    def down(batch: object, ttl: float) -> list[bool]:
+        raise OSError("the store is down")
+
+    monkeypatch.setattr(marvin.shared, "claim_many", down)
+    with FakeSlack.start() as fake:
+        client = web_client(fake.bot_token, fake.api_url)
+        settings = SlackSettings()
+        slack = SlackBot(marvin, client, fake.app_token, settings, bot_user_id=fake.bot_user_id)
+        try:
+            event = fake.app_mention("help")
+            slack._on_event({"event": event, "event_id": "Ev0DOWN"})
+            told = fake.wait_for("chat.postEphemeral", timeout=10)
+            assert told.args["text"] == UNRECORDED and told.args["user"] == event["user"]
+            time.sleep(0.3)  # had help run, its reply would be posted by now
+            assert fake.calls_to("chat.postMessage") == [] and fake.errors == []
+        finally:
+            slack.claims.close()
+            slack.handler.close()
+            marvin.shutdown(timeout=5)

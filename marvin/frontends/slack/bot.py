@@ -38,6 +38,11 @@ from marvin.frontends.slack.socket import AckFirstHandler
 __all__ = ["SlackBot", "web_client"]
 
 log = structlog.get_logger("marvin.slack")
+
+UNRECORDED = (
+    "I couldn't record your message (my state store is unavailable), so nothing was run. "
+    "Please try again in a minute."
+)
 _EXECUTION_ID = re.compile(r"\bex-[0-9a-f]{6}\b")
 
 
@@ -165,16 +170,15 @@ class SlackBot:
     def _on_event(self, body: dict[str, Any]) -> None:
         inbound = self.gate.candidate(body)
         if inbound is not None:
-            self.claims.submit(inbound)  # deduplicated in the store, off this thread
+            self.claims.submit(inbound)  # deduplicated in the store, then to Marvin's pools
 
     def _fresh(self, inbound: Inbound) -> None:
         self.marvin.handle(to_message(inbound, self.responder(inbound)))
 
     def _unclaimed(self, inbound: Inbound) -> None:
-        self.responder(inbound).whisper(
-            "I couldn't record your message (my state store is unavailable), so nothing was "
-            "run. Please try again in a minute."
-        )
+        # A Web API call: on Marvin's pool, not on the socket worker or the claimer's thread.
+        responder = self.responder(inbound)
+        self.marvin.background(lambda: responder.whisper(UNRECORDED))
 
     def _on_action(self, ack: Callable[[], Any], body: dict[str, Any]) -> None:
         ack()  # already acknowledged on the socket; this just keeps Bolt content
