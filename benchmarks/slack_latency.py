@@ -9,10 +9,10 @@ from an envelope written to the socket to its acknowledgement, and to the first
 ``chat.postMessage`` (for Marvin: the ``help`` reply), p50 and p99, over N events one at a time;
 then bursts of B written back to back, and streams of B at a steady rate (250 a second:
 a busy channel, well below saturation on 2 cores), the bots taking turns for R rounds: the
-median over the rounds of each burst's p99 (for streams, the p50 and p99 of all their
-messages), and Marvin's reply p99 over bare Bolt's. A third bot, bare Bolt answering with a
-reply the size of Marvin's ``help`` (text and blocks, about 3 KB), tells how much of the gap
-is the reply's size (the fake parses, validates and echoes it).
+median over the rounds of each burst's p99 (for streams, the p50, p90 and p99 of all their
+messages), and Marvin's reply p99 (and a stream's p90) over bare Bolt's. A third bot,
+bare Bolt answering with a reply the size of Marvin's ``help`` (text and blocks, about 3 KB),
+tells how much of the gap is the reply's size (the fake parses, validates and echoes it).
 
     python benchmarks/slack_latency.py [--events 1000] [--burst 200] [--rounds 11]
                                        [--stream-rate 250]
@@ -191,8 +191,8 @@ def main() -> int:
             for kind in kinds:
                 ratio = p99[kind, "marvin"] / p99[kind, name]
                 print(f"{kind}_reply_p99_ratio_marvin_to_{other}={ratio:.2f}")
-            # A stream's p99 is mostly the machine's: when the VM stalls (tens of ms), the fake
-            # writes a clump of envelopes late and every bot answers them late alike.
+            # A stream's p99 is mostly what follows a stall of the VM (tens of ms): the fake then
+            # writes a clump of envelopes late, and each bot clears the clump at its own pace.
             print(f"stream_reply_p90_ratio_marvin_to_{other}={p90['marvin'] / p90[name]:.2f}")
     return 0
 
